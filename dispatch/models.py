@@ -1,0 +1,187 @@
+"""Tables. The incident row is the current state; timeline, escalation log and events are append-only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text
+from sqlmodel import Field, SQLModel
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw))
+
+
+def _json(**kw: Any) -> Any:
+    return Field(sa_column=Column(JSON, **kw))
+
+
+class Meta(SQLModel, table=True):
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Counter(SQLModel, table=True):
+    """Named counters; bumping one takes its row lock, which orders concurrent writers (event seq)."""
+
+    name: str = Field(primary_key=True)
+    value: int = Field(default=0, sa_type=BigInteger)
+
+
+class GridGeneration(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    county: str = Field(index=True)
+    created_at: datetime = _ts(nullable=False)
+    active: bool = False
+    note: str = ""
+
+
+class Unit(SQLModel, table=True):
+    """A node of the jurisdiction tree in one grid generation; grids are the leaves."""
+
+    generation: int = Field(primary_key=True)
+    code: str = Field(primary_key=True)
+    name: str
+    level: str = Field(index=True)
+    parent: str | None = Field(default=None, index=True)
+    geometry: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # WKB, WGS-84
+
+
+class Department(SQLModel, table=True):
+    code: str = Field(primary_key=True)
+    name: str
+    county: str
+
+
+class Category(SQLModel, table=True):
+    code: str = Field(primary_key=True)
+    name: str
+    lead_department: str | None = None
+
+
+class User(SQLModel, table=True):
+    username: str = Field(primary_key=True)
+    display_name: str
+    password_hash: str
+    role: str
+    unit_code: str | None = None
+    department: str | None = None
+    active: bool = True
+
+
+class Incident(SQLModel, table=True):
+    id: str = Field(primary_key=True)
+    county: str = Field(index=True)
+    workflow: str
+    workflow_version: int
+    source: str
+    category: str = Field(index=True)
+    severity: str
+    state: str = Field(index=True)
+    tier: str
+    grid_code: str | None = Field(default=None, index=True)
+    grid_generation: int | None = None
+    lon: float
+    lat: float
+    address: str | None = None
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    photos: list[str] = _json(nullable=False)
+    reporter_name: str | None = None
+    reporter_phone: str | None = None
+    reporter_user: str | None = None
+    accepted: bool = False
+    handled_state: str | None = None
+    handled_tier: str | None = None
+    departments: list[dict[str, str]] = _json(nullable=False)
+    deadlines: list[dict[str, str]] = _json(nullable=False)
+    overdue: list[str] = _json(nullable=False)
+    next_supervise_at: datetime | None = _ts(nullable=True)
+    rework_count: int = 0
+    rating: int | None = None
+    closed_at: datetime | None = _ts(nullable=True)
+    merged_into: str | None = None
+    created_at: datetime = _ts(nullable=False)
+    stage_entered_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False, index=True)
+    version: int = 1
+
+
+class IncidentDepartment(SQLModel, table=True):
+    """Which departments a case is dispatched to, for department users' lists."""
+
+    incident_id: str = Field(primary_key=True)
+    department: str = Field(primary_key=True, index=True)
+
+
+class TimelineEntry(SQLModel, table=True):
+    __tablename__ = "timeline"
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(index=True)
+    seq: int
+    at: datetime = _ts(nullable=False)
+    actor: str
+    action: str
+    from_state: str | None = None
+    to_state: str
+    tier: str
+    note: str | None = None
+    data: dict[str, Any] = _json(nullable=False)
+
+
+class EscalationEntry(SQLModel, table=True):
+    """The 升级日志. Append-only and hash-chained: each row holds the previous row's hash."""
+
+    __tablename__ = "escalation_log"
+    __table_args__ = (Index("ix_escalation_log_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(index=True)
+    seq: int
+    at: datetime = _ts(nullable=False)
+    county: str
+    reason: str
+    actor: str
+    from_state: str | None = None
+    from_tier: str | None = None
+    from_unit: str | None = None
+    to_state: str
+    to_tier: str
+    to_unit: str
+    late_seconds: float | None = None
+    note: str | None = None
+    prev_hash: str
+    hash: str
+
+
+class Event(SQLModel, table=True):
+    """The outbox: every change commits one or more events with a global, strictly increasing seq."""
+
+    seq: int = Field(primary_key=True, sa_type=BigInteger)
+    type: str
+    at: datetime = _ts(nullable=False)
+    incident_id: str | None = Field(default=None, index=True)
+    county: str
+    jurisdiction: list[str] = _json(nullable=False)
+    data: dict[str, Any] = _json(nullable=False)
+
+
+class DeadlineRow(SQLModel, table=True):
+    """A running clock. The truth for timers: the scheduler only holds what is due soon, rebuilt from here."""
+
+    __tablename__ = "deadline"
+    __table_args__ = (Index("ix_deadline_status_due", "status", "due_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(index=True)
+    clock: str
+    due_at: datetime = _ts(nullable=False)
+    status: str = "pending"  # pending | fired | cancelled
+    fired_at: datetime | None = _ts(nullable=True)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency"
+    username: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    incident_id: str
+    response: dict[str, Any] = _json(nullable=False)
+    created_at: datetime = _ts(nullable=False)

@@ -1,0 +1,424 @@
+"""The dispatch service: the one choke point through which every state change goes.
+
+HTTP actions, new reports and timer firings all end in `_commit`: lock the case (BEGIN IMMEDIATE on SQLite,
+SELECT ... FOR UPDATE on PostgreSQL), run the pure engine, then write the case (compare-and-set on its
+version), its timeline, the escalation log, the events and the clocks in ONE transaction. Listeners hear
+about it only after the commit (screens, timers); nothing downstream calls back up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dispatch import engine, models as m
+from dispatch.access import can_see
+from dispatch.clock import Clock, utc
+from dispatch.db import Database
+from dispatch.domain import (
+    Actor,
+    Command,
+    Deadline,
+    DeptAssignment,
+    Incident,
+    NewReport,
+    Outcome,
+    Refusal,
+)
+from dispatch.ledger import GENESIS, entry_hash
+from dispatch.views import incident_summary, incident_view
+from grids.directory import JurisdictionTree
+from workflows.definition import WorkflowDefinition
+from workflows.machine import WorkflowMachine
+
+log = logging.getLogger(__name__)
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+EVENT_SEQ = "event_seq"
+
+
+@dataclass
+class Committed:
+    """What a commit changed that the outside may want to react to."""
+
+    last_seq: int = 0
+    new_deadlines: list[tuple[int, datetime]] = field(default_factory=list)
+
+
+Listener = Callable[[Committed], None]
+
+
+class DispatchService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        definitions: dict[tuple[str, int], WorkflowDefinition],
+        tree: Callable[[], JurisdictionTree],
+        default_workflow: str = "four_stage",
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.definitions = definitions
+        self.machines = {key: WorkflowMachine(d) for key, d in definitions.items()}
+        self.tree = tree
+        self.default_workflow = default_workflow
+        self.listeners: list[Listener] = []
+
+    # ------------------------------------------------------------ workflow lookup
+
+    def current_definition(self, name: str | None = None) -> WorkflowDefinition:
+        name = name or self.default_workflow
+        versions = [v for (n, v) in self.definitions if n == name]
+        if not versions:
+            raise Refusal(404, "unknown_workflow", f"no workflow named {name!r}")
+        return self.definitions[(name, max(versions))]
+
+    def _definition_of(self, incident: Incident) -> tuple[WorkflowDefinition, WorkflowMachine]:
+        key = (incident.workflow, incident.workflow_version)
+        return self.definitions[key], self.machines[key]
+
+    # ------------------------------------------------------------ commands
+
+    def submit_report(self, report: NewReport, actor: Actor, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Route and open a case. With an idempotency key, a retry returns the first answer unchanged."""
+        tree = self.tree()
+        grid = tree.locate(report.lon, report.lat)
+        if grid is None and not tree.counties:
+            raise Refusal(409, "no_grids", "no grid set is active")
+        county = grid[:6] if grid else self._county_for(tree, actor)
+        definition = self.current_definition()
+        try:
+            with self.db.write() as s:
+                if idempotency_key:
+                    earlier = s.get(m.IdempotencyRecord, (actor.username, idempotency_key))
+                    if earlier is not None:
+                        return earlier.response
+                now = self.clock.now()
+                incident_id = self._next_incident_id(s, county, now)
+                outcome = engine.open_incident(incident_id, report, grid, tree.generation if grid else None, county, actor, definition, now)
+                committed = self._persist(s, None, outcome, now, report)
+                view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
+                if idempotency_key:
+                    s.add(m.IdempotencyRecord(username=actor.username, key=idempotency_key, incident_id=incident_id, response=view, created_at=now))
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            with self.db.read() as s:  # a concurrent retry with the same key won the race
+                earlier = s.get(m.IdempotencyRecord, (actor.username, idempotency_key))
+                if earlier is None:
+                    raise
+                return earlier.response
+        self._announce(committed)
+        return view
+
+    def act(self, incident_id: str, command: Command, actor: Actor, expected_version: int | None = None) -> dict[str, Any]:
+        command = self._validated(command, actor)
+
+        def decide(incident: Incident, now: datetime) -> Outcome:
+            if expected_version is not None and expected_version != incident.version:
+                raise Refusal(409, "stale_version", f"the case is at version {incident.version}, not {expected_version}")
+            definition, machine = self._definition_of(incident)
+            return engine.decide(incident, command, actor, definition, machine, now)
+
+        return self._commit(incident_id, actor, decide)
+
+    def fire_deadline(self, deadline_id: int) -> bool:
+        """A timer went off. Takes effect at most once: the clock row is claimed in the same transaction."""
+        with self.db.write() as s:
+            row = s.get(m.DeadlineRow, deadline_id, with_for_update=True)
+            if row is None or row.status != "pending":
+                return False
+            incident_id, clock, due = row.incident_id, row.clock, utc(row.due_at)
+        fired = {"done": False}
+
+        def decide(incident: Incident, now: datetime) -> Outcome | None:
+            if now < due:
+                return None
+            definition, machine = self._definition_of(incident)
+            outcome = engine.on_deadline(incident, clock, due, definition, machine, now)
+            fired["done"] = outcome is not None
+            return outcome
+
+        def claim(s: Session, now: datetime) -> bool:
+            claimed = s.execute(
+                update(m.DeadlineRow)
+                .where(m.DeadlineRow.id == deadline_id, m.DeadlineRow.status == "pending")
+                .values(status="fired", fired_at=now)
+            )
+            return claimed.rowcount == 1
+
+        try:
+            self._commit(incident_id, engine_actor(), decide, claim=claim)
+        except Refusal as refusal:
+            log.info("deadline %s not applied: %s", deadline_id, refusal.detail)
+            return False
+        return fired["done"]
+
+    # ------------------------------------------------------------ the choke point
+
+    def _commit(
+        self,
+        incident_id: str,
+        actor: Actor,
+        decide: Callable[[Incident, datetime], Outcome | None],
+        claim: Callable[[Session, datetime], bool] | None = None,
+    ) -> dict[str, Any]:
+        tree = self.tree()
+        with self.db.write() as s:
+            row = s.execute(select(m.Incident).where(m.Incident.id == incident_id).with_for_update()).scalar_one_or_none()
+            if row is None:
+                raise Refusal(404, "not_found", f"no case {incident_id}")
+            incident = to_domain(row)
+            if not actor.is_system and not can_see(actor, incident):
+                raise Refusal(404, "not_found", f"no case {incident_id}")
+            now = self.clock.now()
+            if claim is not None and not claim(s, now):
+                return incident_view(incident, report_fields(row), tree, now, actor)
+            outcome = decide(incident, now)
+            if outcome is None:
+                return incident_view(incident, report_fields(row), tree, now, actor)
+            committed = self._persist(s, incident, outcome, now)
+            view = incident_view(outcome.incident, report_fields(row), tree, now, actor)
+        self._announce(committed)
+        return view
+
+    def _persist(self, s: Session, before: Incident | None, out: Outcome, now: datetime, report: NewReport | None = None) -> Committed:
+        inc = out.incident
+        last_seq = self._bump(s, EVENT_SEQ, len(out.events)) if out.events else 0
+        first_seq = last_seq - len(out.events) + 1
+        values = row_values(inc, now)
+        if before is None:
+            assert report is not None
+            s.add(m.Incident(**values, **self._report_fields(report)))
+            s.flush()
+        else:
+            done = s.execute(
+                update(m.Incident).where(m.Incident.id == inc.id, m.Incident.version == before.version).values(**values)
+            )
+            if done.rowcount != 1:
+                raise Refusal(409, "stale_version", "the case changed while this action was being taken; reload and retry")
+        if before is None or before.departments != inc.departments:
+            self._store_departments(s, inc, before)
+        for t in out.timeline:
+            s.add(m.TimelineEntry(incident_id=inc.id, seq=first_seq, at=t.at, actor=t.actor, action=t.action, from_state=t.from_state, to_state=t.to_state, tier=t.tier, note=t.note, data=t.data))
+        if out.log:
+            self._append_log(s, inc, out, first_seq)
+        summary = incident_summary(inc, now)
+        for i, e in enumerate(out.events):
+            s.add(m.Event(seq=first_seq + i, type=e.type, at=now, incident_id=inc.id, county=inc.county, jurisdiction=list(inc.jurisdiction), data={**e.data, "incident": summary}))
+        new_deadlines = self._store_deadlines(s, before, inc)
+        return Committed(last_seq=last_seq, new_deadlines=new_deadlines)
+
+    def _append_log(self, s: Session, inc: Incident, out: Outcome, seq: int) -> None:
+        # The event-seq counter bumped above holds the writers in line, so reading the chain's tail is safe.
+        prev = s.execute(select(m.EscalationEntry.hash).order_by(m.EscalationEntry.id.desc()).limit(1)).scalar_one_or_none() or GENESIS
+        for entry in out.log:
+            fields = {
+                "incident_id": inc.id,
+                "seq": seq,
+                "at": entry.at,
+                "county": inc.county,
+                "reason": entry.reason,
+                "actor": entry.actor,
+                "from_state": entry.from_state,
+                "from_tier": entry.from_tier,
+                "from_unit": entry.from_unit,
+                "to_state": entry.to_state,
+                "to_tier": entry.to_tier,
+                "to_unit": entry.to_unit,
+                "late_seconds": round(entry.late_seconds, 3) if entry.late_seconds is not None else None,
+                "note": entry.note,
+            }
+            digest = entry_hash(prev, fields)
+            s.add(m.EscalationEntry(**fields, prev_hash=prev, hash=digest))
+            s.flush()
+            prev = digest
+
+    def _store_deadlines(self, s: Session, before: Incident | None, inc: Incident) -> list[tuple[int, datetime]]:
+        """Make the pending clock rows match the case's running clocks; returns the rows added."""
+        if before is not None and before.deadlines == inc.deadlines:
+            return []
+        pending = []
+        if before is not None:
+            pending = list(
+                s.execute(
+                    select(m.DeadlineRow).where(m.DeadlineRow.incident_id == inc.id, m.DeadlineRow.status == "pending")
+                ).scalars()
+            )
+        wanted = {(d.clock, d.due_at) for d in inc.deadlines}
+        have = set()
+        for row in pending:
+            key = (row.clock, utc(row.due_at))
+            if key in wanted:
+                have.add(key)
+            else:
+                row.status = "cancelled"
+        rows = [m.DeadlineRow(incident_id=inc.id, clock=c, due_at=due) for c, due in sorted(wanted - have)]
+        s.add_all(rows)
+        s.flush()
+        return [(r.id, utc(r.due_at)) for r in rows if r.id is not None]
+
+    def _store_departments(self, s: Session, inc: Incident, before: Incident | None) -> None:
+        if before is not None:
+            s.execute(m.IncidentDepartment.__table__.delete().where(m.IncidentDepartment.incident_id == inc.id))
+        for d in inc.departments:
+            s.add(m.IncidentDepartment(incident_id=inc.id, department=d.department))
+        # Departments keep seeing a case they once handled: re-add the previous ones.
+        if before is not None:
+            kept = {d.department for d in inc.departments}
+            for d in before.departments:
+                if d.department not in kept:
+                    s.add(m.IncidentDepartment(incident_id=inc.id, department=d.department))
+                    kept.add(d.department)
+
+    def _bump(self, s: Session, name: str, by: int = 1) -> int:
+        """Increment a named counter and return its new value (row-locked until commit)."""
+        insert = postgresql.insert if self.db.engine.dialect.name == "postgresql" else sqlite.insert
+        stmt = (
+            insert(m.Counter)
+            .values(name=name, value=by)
+            .on_conflict_do_update(index_elements=["name"], set_={"value": m.Counter.value + by})
+            .returning(m.Counter.value)
+        )
+        return int(s.execute(stmt).scalar_one())
+
+    def _next_incident_id(self, s: Session, county: str, now: datetime) -> str:
+        day = now.astimezone(LOCAL_TZ).strftime("%Y%m%d")
+        return f"{county}-{day}-{self._bump(s, f'incident:{county}:{day}'):05d}"
+
+    # ------------------------------------------------------------ helpers
+
+    def _announce(self, committed: Committed) -> None:
+        for listener in self.listeners:
+            try:
+                listener(committed)
+            except Exception:  # a broken screen or timer hook must never undo a committed change
+                log.exception("after-commit listener failed")
+
+    @staticmethod
+    def _county_for(tree: JurisdictionTree, actor: Actor) -> str:
+        if actor.unit_code:
+            return actor.unit_code[:6]
+        return tree.counties[0]
+
+    @staticmethod
+    def _report_fields(report: NewReport) -> dict[str, Any]:
+        return {
+            "address": report.address,
+            "description": report.description,
+            "photos": list(report.photos),
+            "reporter_name": report.reporter_name,
+            "reporter_phone": report.reporter_phone,
+        }
+
+    def _validated(self, command: Command, actor: Actor) -> Command:
+        """Check references (departments, grids, cases) before anything is locked."""
+        with self.db.read() as s:
+            if command.action == "dispatch" and command.lead is not None:
+                codes = [command.lead, *command.co]
+                known = set(s.execute(select(m.Department.code).where(m.Department.code.in_(codes))).scalars())
+                unknown = [c for c in codes if c not in known]
+                if unknown:
+                    raise Refusal(422, "unknown_department", f"unknown department(s): {', '.join(unknown)}")
+            if command.action == "merge" and command.target is not None:
+                target = s.get(m.Incident, command.target)
+                if target is None or target.state in ("closed", "rejected", "merged"):
+                    raise Refusal(422, "bad_target", f"{command.target} is not an open case to merge into")
+        if command.action == "assign_grid" and command.target is not None:
+            tree = self.tree()
+            if not tree.is_grid(command.target):
+                raise Refusal(422, "bad_target", f"{command.target} is not a grid of the active generation")
+            return Command(**{**command.__dict__, "generation": tree.generation})
+        return command
+
+
+def engine_actor() -> Actor:
+    return Actor("system", "system")
+
+
+def to_domain(row: m.Incident) -> Incident:
+    return Incident(
+        id=row.id,
+        county=row.county,
+        workflow=row.workflow,
+        workflow_version=row.workflow_version,
+        source=row.source,
+        category=row.category,
+        severity=row.severity,
+        state=row.state,
+        tier=row.tier,
+        grid_code=row.grid_code,
+        grid_generation=row.grid_generation,
+        lon=row.lon,
+        lat=row.lat,
+        created_at=utc(row.created_at),
+        stage_entered_at=utc(row.stage_entered_at),
+        reporter_user=row.reporter_user,
+        accepted=row.accepted,
+        handled_state=row.handled_state,
+        handled_tier=row.handled_tier,
+        departments=tuple(DeptAssignment(d["department"], d["role"], d["status"]) for d in row.departments),  # type: ignore[arg-type]
+        deadlines=tuple(
+            Deadline(d["clock"], utc(datetime.fromisoformat(d["started_at"])), utc(datetime.fromisoformat(d["due_at"]))) for d in row.deadlines
+        ),
+        overdue=frozenset(row.overdue),
+        next_supervise_at=utc(row.next_supervise_at) if row.next_supervise_at else None,
+        rework_count=row.rework_count,
+        rating=row.rating,
+        closed_at=utc(row.closed_at) if row.closed_at else None,
+        merged_into=row.merged_into,
+        version=row.version,
+    )
+
+
+def row_values(inc: Incident, now: datetime) -> dict[str, Any]:
+    return {
+        "id": inc.id,
+        "county": inc.county,
+        "workflow": inc.workflow,
+        "workflow_version": inc.workflow_version,
+        "source": inc.source,
+        "category": inc.category,
+        "severity": inc.severity,
+        "state": inc.state,
+        "tier": inc.tier,
+        "grid_code": inc.grid_code,
+        "grid_generation": inc.grid_generation,
+        "lon": inc.lon,
+        "lat": inc.lat,
+        "reporter_user": inc.reporter_user,
+        "accepted": inc.accepted,
+        "handled_state": inc.handled_state,
+        "handled_tier": inc.handled_tier,
+        "departments": [{"department": d.department, "role": d.role, "status": d.status} for d in inc.departments],
+        "deadlines": [{"clock": d.clock, "started_at": d.started_at.isoformat(), "due_at": d.due_at.isoformat()} for d in inc.deadlines],
+        "overdue": sorted(inc.overdue),
+        "next_supervise_at": inc.next_supervise_at,
+        "rework_count": inc.rework_count,
+        "rating": inc.rating,
+        "closed_at": inc.closed_at,
+        "merged_into": inc.merged_into,
+        "created_at": inc.created_at,
+        "stage_entered_at": inc.stage_entered_at,
+        "updated_at": now,
+        "version": inc.version,
+    }
+
+
+def report_fields(row: m.Incident) -> dict[str, Any]:
+    return {
+        "address": row.address,
+        "description": row.description,
+        "photos": list(row.photos or []),
+        "reporter_name": row.reporter_name,
+        "reporter_phone": row.reporter_phone,
+    }

@@ -1,0 +1,1 @@
+"""Grid geometry helpers (coordinate datums, spatial utilities)."""
