@@ -296,12 +296,12 @@ def _apply(
     )
     log: list[LogEntry] = []
     log_reason = reason or fired.log_reason
-    if log_reason or after.tier != before.tier:
+    if log_reason:
         log.append(
             LogEntry(
                 now,
                 actor.username,
-                log_reason or "manual",
+                log_reason,
                 before.state,
                 before.tier,
                 before.unit_at(before.tier),

@@ -1,0 +1,54 @@
+"""The FastAPI application: wiring in the lifespan, routes, WebSocket, error handling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from api.errors import JSON
+
+from api import errors
+from api.hub import EventHub
+from api.routes import health, router
+from api.ws import router as ws_router
+from dispatch.bootstrap import Container, build
+from dispatch.clock import Clock
+from dispatch.settings import Settings
+from dispatch.timers import TimerRunner
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None, container: Container | None = None) -> FastAPI:
+    settings = settings or (container.settings if container else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        c = container or build(settings, clock)
+        hub = EventHub(c.db, queue_limit=settings.ws_queue_limit)
+        timers = TimerRunner(c.service, c.clock, sweep_seconds=settings.timer_sweep_seconds)
+        app.state.container, app.state.hub, app.state.timers = c, hub, timers
+        await hub.start()
+        c.service.listeners.append(hub.poke)
+        await timers.start()
+        try:
+            yield
+        finally:
+            timers.shutdown()
+            c.service.listeners.remove(hub.poke)
+            await hub.stop()
+            if container is None:
+                c.db.dispose()
+
+    app = FastAPI(
+        title="griddispatch",
+        description="Grid-governance event dispatch engine (网格化治理事件调度引擎)",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=JSON,
+    )
+    errors.install(app)
+    app.include_router(health)
+    app.include_router(router)
+    app.include_router(ws_router)
+    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    return app
