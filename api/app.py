@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from api.errors import JSON
 
 from api import errors
+from api.errors import JSON
 from api.hub import EventHub
 from api.routes import health, router
 from api.ws import router as ws_router
@@ -18,7 +18,9 @@ from dispatch.settings import Settings
 from dispatch.timers import TimerRunner
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None, container: Container | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, clock: Clock | None = None, container: Container | None = None
+) -> FastAPI:
     settings = settings or (container.settings if container else Settings())
 
     @asynccontextmanager

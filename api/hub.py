@@ -9,6 +9,7 @@ A screen whose queue is full is cut off (1013) and resumes with `since`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,10 +61,8 @@ class EventHub:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     def poke(self, *_: Any) -> None:
         """After a commit, from any thread."""
@@ -82,10 +81,8 @@ class EventHub:
 
     async def _tail(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self._drain()

@@ -6,17 +6,23 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
-from api.errors import JSON
 from fastapi.security import OAuth2PasswordRequestForm
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContainerDep, CurrentActor
+from api.errors import JSON
 from api.schemas import ActionIn, ReportIn
 from dispatch import models as m
 from dispatch.auth import issue_token, verify_password
 from dispatch.clock import utc
 from dispatch.domain import Command, NewReport, Refusal
-from dispatch.queries import IncidentFilter, escalations, incident_detail, list_incidents, verify_escalation_log
+from dispatch.queries import (
+    IncidentFilter,
+    escalations,
+    incident_detail,
+    list_incidents,
+    verify_escalation_log,
+)
 from workflows.machine import mermaid
 
 router = APIRouter(prefix="/api/v1")
@@ -29,7 +35,9 @@ async def healthz(container: ContainerDep) -> dict[str, Any]:
 
 
 @router.post("/auth/token", tags=["auth"])
-async def token(container: ContainerDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> dict[str, str]:
+async def token(
+    container: ContainerDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+) -> dict[str, str]:
     def check() -> m.User | None:
         with container.db.read() as s:
             user = s.get(m.User, form.username)
@@ -41,7 +49,12 @@ async def token(container: ContainerDep, form: Annotated[OAuth2PasswordRequestFo
     if user is None:
         raise HTTPException(401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"})
     minutes = container.settings.token_minutes
-    return {"access_token": issue_token(user.username, container.jwt_secret, datetime.now().astimezone(), minutes), "token_type": "bearer"}
+    return {
+        "access_token": issue_token(
+            user.username, container.jwt_secret, datetime.now().astimezone(), minutes
+        ),
+        "token_type": "bearer",
+    }
 
 
 @router.post("/reports", status_code=201, tags=["reports"])
@@ -52,8 +65,18 @@ async def submit_report(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSON:
     if body.category not in container.categories:
-        raise Refusal(422, "unknown_category", f"unknown category {body.category!r}; known: {', '.join(sorted(container.categories))}")
-    source = body.source or ("grid_worker" if actor.role == "grid_worker" else "hotline" if actor.role == "county_dispatcher" else "resident")
+        raise Refusal(
+            422,
+            "unknown_category",
+            f"unknown category {body.category!r}; known: {', '.join(sorted(container.categories))}",
+        )
+    source = body.source or (
+        "grid_worker"
+        if actor.role == "grid_worker"
+        else "hotline"
+        if actor.role == "county_dispatcher"
+        else "resident"
+    )
     report = NewReport(
         lon=body.lon,
         lat=body.lat,
@@ -86,7 +109,18 @@ async def incidents(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JSON:
     box = _parse_bbox(bbox) if bbox else None
-    f = IncidentFilter(state, tier, category, jurisdiction, light, overdue, utc(updated_after) if updated_after else None, box, cursor, limit)
+    f = IncidentFilter(
+        state,
+        tier,
+        category,
+        jurisdiction,
+        light,
+        overdue,
+        utc(updated_after) if updated_after else None,
+        box,
+        cursor,
+        limit,
+    )
     now = container.clock.now()
     page = await run_in_threadpool(list_incidents, container.db, actor, f, container.tree, now)
     return JSON(page)
@@ -98,13 +132,17 @@ def _parse_bbox(raw: str) -> tuple[float, float, float, float]:
     except ValueError:
         raise Refusal(422, "bad_bbox", "bbox must be four numbers: west,south,east,north") from None
     if not (-180 <= w <= e <= 180 and -90 <= s <= n <= 90):
-        raise Refusal(422, "bad_bbox", "bbox must satisfy west <= east and south <= north within WGS-84 ranges")
+        raise Refusal(
+            422, "bad_bbox", "bbox must satisfy west <= east and south <= north within WGS-84 ranges"
+        )
     return (w, s, e, n)
 
 
 @router.get("/incidents/{incident_id}", tags=["incidents"])
 async def incident(incident_id: str, container: ContainerDep, actor: CurrentActor) -> JSON:
-    view = await run_in_threadpool(incident_detail, container.db, actor, incident_id, container.tree, container.clock.now())
+    view = await run_in_threadpool(
+        incident_detail, container.db, actor, incident_id, container.tree, container.clock.now()
+    )
     if view is None:
         raise Refusal(404, "not_found", f"no case {incident_id}")
     return JSON(view)
@@ -138,8 +176,15 @@ async def escalation_log(
 ) -> JSON:
     page = await run_in_threadpool(
         lambda: escalations(
-            container.db, actor, jurisdiction=jurisdiction, since=utc(since) if since else None,
-            until=utc(until) if until else None, reason=reason, tier=tier, after_id=cursor, limit=limit,
+            container.db,
+            actor,
+            jurisdiction=jurisdiction,
+            since=utc(since) if since else None,
+            until=utc(until) if until else None,
+            reason=reason,
+            tier=tier,
+            after_id=cursor,
+            limit=limit,
         )
     )
     return JSON(page)
@@ -150,7 +195,12 @@ async def escalation_verify(container: ContainerDep, actor: CurrentActor) -> dic
     if actor.role not in ("supervisor", "admin", "county_dispatcher"):
         raise Refusal(403, "forbidden", "only supervisors, dispatchers and admins may check the log chain")
     check = await run_in_threadpool(verify_escalation_log, container.db)
-    return {"ok": check.ok, "entries": check.entries, "first_broken_id": check.first_broken_id, "problem": check.problem}
+    return {
+        "ok": check.ok,
+        "entries": check.entries,
+        "first_broken_id": check.first_broken_id,
+        "problem": check.problem,
+    }
 
 
 @router.get("/grids/locate", tags=["grids"])
@@ -164,14 +214,32 @@ async def locate(
     code = tree.locate(lon, lat)
     if code is None:
         near = tree.nearest(lon, lat)
-        detail = {"message": "the point is outside every grid", "nearest": {"code": near.code, "name": tree.name(near.code), "distance_m": round(near.distance_m, 1)} if near else None}
+        detail = {
+            "message": "the point is outside every grid",
+            "nearest": {
+                "code": near.code,
+                "name": tree.name(near.code),
+                "distance_m": round(near.distance_m, 1),
+            }
+            if near
+            else None,
+        }
         return JSON({"detail": detail, "code": "outside_grids"}, status_code=404)
-    return JSON({"grid": {"code": code, "name": tree.name(code)}, "generation": tree.generation, "path": tree.path(code)})
+    return JSON(
+        {
+            "grid": {"code": code, "name": tree.name(code)},
+            "generation": tree.generation,
+            "path": tree.path(code),
+        }
+    )
 
 
 @router.get("/workflows", tags=["workflows"])
 async def workflows(container: ContainerDep, _actor: CurrentActor) -> list[dict[str, Any]]:
-    return [{"name": d.name, "version": d.version, "title": d.title} for d in container.service.definitions.values()]
+    return [
+        {"name": d.name, "version": d.version, "title": d.title}
+        for d in container.service.definitions.values()
+    ]
 
 
 @router.get("/workflows/{name}", tags=["workflows"])
@@ -183,7 +251,14 @@ async def workflow(name: str, container: ContainerDep, _actor: CurrentActor) -> 
         "title": d.title,
         "states": [{"name": s.name, "zh": s.zh, "tier": s.tier, "final": s.final} for s in d.states.values()],
         "transitions": [
-            {"trigger": t.trigger, "source": t.source, "dest": t.dest, "roles": list(t.roles), "conditions": list(t.conditions), "needs": list(t.needs)}
+            {
+                "trigger": t.trigger,
+                "source": t.source,
+                "dest": t.dest,
+                "roles": list(t.roles),
+                "conditions": list(t.conditions),
+                "needs": list(t.needs),
+            }
             for t in d.transitions
         ],
         "side_actions": {k: list(v.roles) for k, v in d.side_actions.items()},

@@ -33,7 +33,9 @@ def event_filter(actor: Actor, jurisdiction: str | None) -> EventFilter:
             return dept in event["data"].get("incident", {}).get("departments", [])
 
         return department_sees
-    scope = jurisdiction or (actor.unit_code[:6] if actor.unit_code and actor.role in COUNTY_WIDE_ROLES else actor.unit_code)
+    scope = jurisdiction or (
+        actor.unit_code[:6] if actor.unit_code and actor.role in COUNTY_WIDE_ROLES else actor.unit_code
+    )
 
     def inside(event: dict[str, Any]) -> bool:
         return scope is None or scope in event["jurisdiction"]
@@ -57,7 +59,9 @@ async def _hello(ws: WebSocket, container: Container) -> tuple[Actor, int | None
         if jurisdiction is not None and not isinstance(jurisdiction, str):
             raise ValueError
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        await ws.close(1008, 'first message must be {"token": ..., "since": <seq or null>, "jurisdiction": <code>?}')
+        await ws.close(
+            1008, 'first message must be {"token": ..., "since": <seq or null>, "jurisdiction": <code>?}'
+        )
         return None
     actor = await asyncio.to_thread(actor_for_token, container, token if isinstance(token, str) else None)
     if actor is None:
@@ -96,7 +100,9 @@ async def events(ws: WebSocket) -> None:
         heartbeat = container.settings.ws_heartbeat_seconds
         while not reader.done():
             getter = asyncio.ensure_future(sub.queue.get())
-            done, _ = await asyncio.wait({getter, reader}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {getter, reader}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+            )
             if getter not in done:
                 getter.cancel()
                 if reader.done():

@@ -27,7 +27,11 @@ def verify_password(password_hash: str, password: str) -> bool:
 def issue_token(username: str, secret: str, now: datetime, minutes: int) -> str:
     # Tokens carry identity only: role and unit are read from the database on every request, so a change
     # to a user takes effect at once.
-    claims = {"sub": username, "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=minutes)).timestamp())}
+    claims = {
+        "sub": username,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(minutes=minutes)).timestamp()),
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 

@@ -70,11 +70,19 @@ def build(settings: Settings, clock: Clock | None = None, progress: Progress | N
 
 def load_active_tree(db: Database) -> JurisdictionTree:
     with db.read() as s:
-        gen = s.execute(select(m.GridGeneration).where(m.GridGeneration.active).order_by(m.GridGeneration.id.desc())).scalars().first()
+        gen = (
+            s.execute(
+                select(m.GridGeneration).where(m.GridGeneration.active).order_by(m.GridGeneration.id.desc())
+            )
+            .scalars()
+            .first()
+        )
         if gen is None:
             return JurisdictionTree(0, [])
         rows = s.execute(
-            select(m.Unit.code, m.Unit.name, m.Unit.level, m.Unit.parent, m.Unit.geometry).where(m.Unit.generation == gen.id)
+            select(m.Unit.code, m.Unit.name, m.Unit.level, m.Unit.parent, m.Unit.geometry).where(
+                m.Unit.generation == gen.id
+            )
         ).all()
     return JurisdictionTree.from_rows(gen.id or 0, [tuple(r) for r in rows])
 
@@ -102,12 +110,23 @@ def load_demo_if_empty(db: Database, say: Progress) -> bool:
         s.add(gen)
         s.flush()
         for u in units:
-            s.add(m.Unit(generation=gen.id, code=u.code, name=u.name, level=u.level, parent=u.parent, geometry=shapely.to_wkb(u.geometry)))
+            s.add(
+                m.Unit(
+                    generation=gen.id,
+                    code=u.code,
+                    name=u.name,
+                    level=u.level,
+                    parent=u.parent,
+                    geometry=shapely.to_wkb(u.geometry),
+                )
+            )
         for suffix, name in demo_county.DEPARTMENTS:
             s.add(m.Department(code=demo_county.department_code(county, suffix), name=name, county=county))
         for code, name, lead in demo_county.CATEGORIES:
             s.add(m.Category(code=code, name=name, lead_department=demo_county.department_code(county, lead)))
-        for user in demo_county.demo_users(county, townships[0].code, communities[0].code, [g.code for g in grids]):
+        for user in demo_county.demo_users(
+            county, townships[0].code, communities[0].code, [g.code for g in grids]
+        ):
             s.add(
                 m.User(
                     username=user.username,

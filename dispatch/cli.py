@@ -12,7 +12,9 @@ from rich.table import Table
 
 from dispatch.settings import Settings
 
-app = typer.Typer(help="griddispatch: grid-governance event dispatch engine (网格化治理事件调度引擎)", no_args_is_help=True)
+app = typer.Typer(
+    help="griddispatch: grid-governance event dispatch engine (网格化治理事件调度引擎)", no_args_is_help=True
+)
 users_app = typer.Typer(help="Manage logins.")
 log_app = typer.Typer(help="The escalation log (升级日志).")
 workflows_app = typer.Typer(help="Workflow definitions.")
@@ -21,7 +23,15 @@ app.add_typer(log_app, name="log")
 app.add_typer(workflows_app, name="workflows")
 console = Console()
 
-ROLES = ["grid_worker", "community_staff", "township_staff", "county_dispatcher", "department_staff", "supervisor", "admin"]
+ROLES = [
+    "grid_worker",
+    "community_staff",
+    "township_staff",
+    "county_dispatcher",
+    "department_staff",
+    "supervisor",
+    "admin",
+]
 
 
 def _container(settings: Settings):  # type: ignore[no-untyped-def]
@@ -33,7 +43,9 @@ def _container(settings: Settings):  # type: ignore[no-untyped-def]
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="bind address (default GRIDDISPATCH_HOST or 127.0.0.1)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="bind address (default GRIDDISPATCH_HOST or 127.0.0.1)")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="port (default GRIDDISPATCH_PORT or 8000)")] = None,
 ) -> None:
     """Run the server on the embedded default (SQLite file; demo county loaded on first start)."""
@@ -49,18 +61,28 @@ def serve(
     if port:
         settings.port = port
     container = _container(settings)
-    table = Table(title="demo logins (password: %s)" % DEMO_PASSWORD)
+    table = Table(title=f"demo logins (password: {DEMO_PASSWORD})")
     for col in ("username", "role", "unit / department", "name"):
         table.add_column(col)
     for row in demo_logins(container.db):
         table.add_row(*row)
     console.print(table)
     console.print(f"database: {settings.resolved_database_url}")
-    console.print(f"grids: {len(container.tree.index)} in generation {container.tree.generation}; clock speed ×{settings.clock_speed:g}")
+    console.print(
+        f"grids: {len(container.tree.index)} in generation {container.tree.generation}; clock speed ×{settings.clock_speed:g}"
+    )
     url = f"http://{settings.host}:{settings.port}"
-    console.print(f"[bold green]griddispatch serving at {url}[/]  (API docs: {url}/docs, events: ws://{settings.host}:{settings.port}/ws/events)")
+    console.print(
+        f"[bold green]griddispatch serving at {url}[/]  (API docs: {url}/docs, events: ws://{settings.host}:{settings.port}/ws/events)"
+    )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings, container=container), host=settings.host, port=settings.port, log_level="info", ws_per_message_deflate=False)
+    uvicorn.run(
+        create_app(settings, container=container),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        ws_per_message_deflate=False,
+    )
 
 
 @app.command()
@@ -97,7 +119,16 @@ def users_add(
         if s.get(m.User, username) is not None:
             console.print(f"[red]user {username} exists[/]")
             raise typer.Exit(1)
-        s.add(m.User(username=username, display_name=name or username, password_hash=hash_password(password), role=role, unit_code=unit, department=department))
+        s.add(
+            m.User(
+                username=username,
+                display_name=name or username,
+                password_hash=hash_password(password),
+                role=role,
+                unit_code=unit,
+                department=department,
+            )
+        )
     console.print(f"added {username} ({role})")
 
 

@@ -74,5 +74,3 @@ class FakeClock:
 
     def seconds_until(self, when: datetime) -> float:
         return max(0.0, (when - self.now()).total_seconds())
-
-

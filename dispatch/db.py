@@ -46,9 +46,8 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: commits on success, rolls back on any exception."""
-        with Session(self._writer, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()

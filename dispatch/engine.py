@@ -113,10 +113,15 @@ def open_incident(
     now: datetime,
 ) -> Outcome:
     """A new case: entry state from the grid and severity rules of the definition."""
-    rule = definition.entry_outside_grids if grid_code is None else definition.entry_by_severity[report.severity]
+    rule = (
+        definition.entry_outside_grids if grid_code is None else definition.entry_by_severity[report.severity]
+    )
     own_grid = actor.role == "grid_worker" and grid_code is not None and actor.unit_code == grid_code
     accepted = (
-        definition.own_report_accepted and own_grid and report.source == "grid_worker" and rule.state == "grid_discovery"
+        definition.own_report_accepted
+        and own_grid
+        and report.source == "grid_worker"
+        and rule.state == "grid_discovery"
     )
     incident = Incident(
         id=incident_id,
@@ -138,20 +143,41 @@ def open_incident(
         accepted=accepted,
     )
     incident = _settle(incident, definition)
-    timeline = [TimelineEntry(now, actor.username, "report", None, incident.state, incident.tier, None, {"accepted": accepted})]
+    timeline = [
+        TimelineEntry(
+            now, actor.username, "report", None, incident.state, incident.tier, None, {"accepted": accepted}
+        )
+    ]
     log: list[LogEntry] = []
     if rule.log_reason:
         log.append(
-            LogEntry(now, "system", rule.log_reason, None, None, None, incident.state, incident.tier, incident.unit_at(incident.tier))
+            LogEntry(
+                now,
+                "system",
+                rule.log_reason,
+                None,
+                None,
+                None,
+                incident.state,
+                incident.tier,
+                incident.unit_at(incident.tier),
+            )
         )
-    data = {"state": incident.state, "tier": incident.tier, "alarm": rule.alarm, "outside_grids": grid_code is None}
+    data = {
+        "state": incident.state,
+        "tier": incident.tier,
+        "alarm": rule.alarm,
+        "outside_grids": grid_code is None,
+    }
     return Outcome(incident, tuple(timeline), tuple(log), (EventOut("incident.created", data),))
 
 
 # ---------------------------------------------------------------- actions
 
 
-def _subject(incident: Incident, definition: WorkflowDefinition, now: datetime, departments_done: bool) -> Subject:
+def _subject(
+    incident: Incident, definition: WorkflowDefinition, now: datetime, departments_done: bool
+) -> Subject:
     return Subject(
         state=incident.state,
         tier=incident.tier,
@@ -210,10 +236,17 @@ def _departments_after(incident: Incident, command: Command, actor: Actor) -> tu
         "dept_return": ("dispatched", "accepted"),
     }[command.action]
     if current.status not in allowed_from:
-        raise Refusal(409, "illegal_action", f"{command.action} is not possible: your department's status is {current.status}")
-    new_status = {"dept_accept": "accepted", "dept_complete": "completed", "dept_return": "returned"}[command.action]
+        raise Refusal(
+            409,
+            "illegal_action",
+            f"{command.action} is not possible: your department's status is {current.status}",
+        )
+    new_status = {"dept_accept": "accepted", "dept_complete": "completed", "dept_return": "returned"}[
+        command.action
+    ]
     return tuple(
-        DeptAssignment(d.department, d.role, new_status) if d.department == actor.department else d for d in incident.departments
+        DeptAssignment(d.department, d.role, new_status) if d.department == actor.department else d
+        for d in incident.departments
     )
 
 
@@ -246,9 +279,15 @@ def decide(
     fired = machine.fire(command.action, subject)
     if fired is None:
         reasons = sorted({explain(c) for c in machine.failing_conditions(command.action, subject)})
-        raise Refusal(409, "illegal_action", f"action {command.action!r} refused: {'; '.join(reasons) or 'not possible now'}")
+        raise Refusal(
+            409,
+            "illegal_action",
+            f"action {command.action!r} refused: {'; '.join(reasons) or 'not possible now'}",
+        )
     if fired not in permitted:
-        raise Refusal(403, "forbidden", f"role {actor.role!r} may not {command.action!r} at tier {incident.tier!r}")
+        raise Refusal(
+            403, "forbidden", f"role {actor.role!r} may not {command.action!r} at tier {incident.tier!r}"
+        )
     _require(command, fired.needs)
     if command.action == "rate" and not (command.rating and 1 <= command.rating <= 5):
         raise Refusal(422, "bad_rating", "rating must be an integer from 1 to 5")
@@ -272,7 +311,9 @@ def _apply(
     if moves:
         dest = fired.dest
         assert dest is not None
-        changes.update(state=dest, stage_entered_at=now, accepted=False, overdue=frozenset(), next_supervise_at=None)
+        changes.update(
+            state=dest, stage_entered_at=now, accepted=False, overdue=frozenset(), next_supervise_at=None
+        )
         state_tier = definition.states[dest].tier
         if state_tier is not None:
             changes["tier"] = state_tier
@@ -292,7 +333,14 @@ def _apply(
     after = _settle(incident.evolve(**changes), definition)
 
     timeline = TimelineEntry(
-        now, actor.username, command.action, before.state, after.state, after.tier, command.note, _timeline_data(command)
+        now,
+        actor.username,
+        command.action,
+        before.state,
+        after.state,
+        after.tier,
+        command.note,
+        _timeline_data(command),
     )
     log: list[LogEntry] = []
     log_reason = reason or fired.log_reason
@@ -328,7 +376,9 @@ def _apply(
     return Outcome(after, (timeline,), tuple(log), (EventOut(event_type, data),))
 
 
-def _action_effects(incident: Incident, fired: TransitionSpec, command: Command, now: datetime) -> dict[str, Any]:
+def _action_effects(
+    incident: Incident, fired: TransitionSpec, command: Command, now: datetime
+) -> dict[str, Any]:
     """What an action changes beyond the declared `set`: departments, rating, merge target, closure."""
     action = command.action
     if action == "dispatch":
@@ -368,17 +418,33 @@ def _side_action(
 ) -> Outcome:
     side = definition.side_actions[command.action]
     if definition.is_final(incident.state):
-        raise Refusal(409, "illegal_action", f"action {command.action!r} is not possible on a {incident.state} case")
+        raise Refusal(
+            409, "illegal_action", f"action {command.action!r} is not possible on a {incident.state} case"
+        )
     if actor.role not in side.roles or not _acts_here(actor, incident):
         raise Refusal(403, "forbidden", f"role {actor.role!r} may not {command.action!r} this case")
     _require(command, ("note",))
     after = incident.evolve(version=incident.version + 1)
-    timeline = TimelineEntry(now, actor.username, command.action, incident.state, incident.state, incident.tier, command.note)
+    timeline = TimelineEntry(
+        now, actor.username, command.action, incident.state, incident.state, incident.tier, command.note
+    )
     log = ()
     if side.log_reason:
         unit = incident.unit_at(incident.tier)
         log = (
-            LogEntry(now, actor.username, side.log_reason, incident.state, incident.tier, unit, incident.state, incident.tier, unit, None, command.note),
+            LogEntry(
+                now,
+                actor.username,
+                side.log_reason,
+                incident.state,
+                incident.tier,
+                unit,
+                incident.state,
+                incident.tier,
+                unit,
+                None,
+                command.note,
+            ),
         )
     data = {"action": command.action, "actor": actor.username, "note": command.note}
     return Outcome(after, (timeline,), log, (EventOut(SIDE_EVENTS[command.action], data),))
@@ -404,7 +470,17 @@ def on_deadline(
         fired = machine.fire("auto_escalate", subject)
         if fired is not None:
             command = Command(action="auto_escalate", note=f"{clock} limit passed")
-            return _apply(incident, fired, command, Actor("system", "system"), definition, now, incident.departments, f"{clock}_timeout", late)
+            return _apply(
+                incident,
+                fired,
+                command,
+                Actor("system", "system"),
+                definition,
+                now,
+                incident.departments,
+                f"{clock}_timeout",
+                late,
+            )
         repeat = incident.tier == definition.tiers[-1]
         return _overdue(incident, clock, "supervise", definition, now, late, repeat=repeat)
     if clock.startswith("dept_"):
@@ -427,11 +503,27 @@ def _overdue(
     """Red light with nowhere to climb: a 督办 record (or dept_timeout), and at county tier a repeating alarm."""
     next_at = now + definition.county_supervise_every.as_timedelta() if repeat else incident.next_supervise_at
     overdue = incident.overdue if clock == "supervise" else incident.overdue | {clock}
-    after = _settle(incident.evolve(overdue=overdue, next_supervise_at=next_at, version=incident.version + 1), definition)
+    after = _settle(
+        incident.evolve(overdue=overdue, next_supervise_at=next_at, version=incident.version + 1), definition
+    )
     unit = incident.unit_at(incident.tier)
     to_unit = clock.partition(":")[2] if clock.startswith("dept_") else unit
     note = f"{clock} limit passed"
-    log = LogEntry(now, "system", reason, incident.state, incident.tier, unit, incident.state, incident.tier, to_unit, late, note)
-    timeline = TimelineEntry(now, "system", "overdue", incident.state, incident.state, incident.tier, note, {"clock": clock})
+    log = LogEntry(
+        now,
+        "system",
+        reason,
+        incident.state,
+        incident.tier,
+        unit,
+        incident.state,
+        incident.tier,
+        to_unit,
+        late,
+        note,
+    )
+    timeline = TimelineEntry(
+        now, "system", "overdue", incident.state, incident.state, incident.tier, note, {"clock": clock}
+    )
     data = {"clock": clock, "reason": reason, "late_seconds": late, "alarm": repeat}
     return Outcome(after, (timeline,), (log,), (EventOut("incident.overdue", data),))

@@ -23,7 +23,9 @@ def _canonical(value: Any) -> Any:
 
 
 def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
-    body = json.dumps({k: _canonical(v) for k, v in sorted(fields.items())}, ensure_ascii=False, separators=(",", ":"))
+    body = json.dumps(
+        {k: _canonical(v) for k, v in sorted(fields.items())}, ensure_ascii=False, separators=(",", ":")
+    )
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 

@@ -39,7 +39,9 @@ def _scope(stmt: Any, actor: Actor) -> Any:
     if actor.role == "admin" and actor.unit_code is None:
         return stmt
     if actor.role == "department_staff":
-        mine = select(m.IncidentDepartment.incident_id).where(m.IncidentDepartment.department == actor.department)
+        mine = select(m.IncidentDepartment.incident_id).where(
+            m.IncidentDepartment.department == actor.department
+        )
         return stmt.where(m.Incident.id.in_(mine))
     if actor.unit_code is None:
         return stmt.where(False)
@@ -49,7 +51,9 @@ def _scope(stmt: Any, actor: Actor) -> Any:
     return stmt.where(or_(inside, m.Incident.reporter_user == actor.username))
 
 
-def list_incidents(db: Database, actor: Actor, f: IncidentFilter, tree: JurisdictionTree, now: datetime) -> dict[str, Any]:
+def list_incidents(
+    db: Database, actor: Actor, f: IncidentFilter, tree: JurisdictionTree, now: datetime
+) -> dict[str, Any]:
     stmt = _scope(select(m.Incident), actor)
     if f.state:
         stmt = stmt.where(m.Incident.state == f.state)
@@ -59,7 +63,11 @@ def list_incidents(db: Database, actor: Actor, f: IncidentFilter, tree: Jurisdic
         stmt = stmt.where(m.Incident.category == f.category)
     if f.jurisdiction:
         code = f.jurisdiction
-        stmt = stmt.where(m.Incident.county == code) if len(code) == 6 else stmt.where(m.Incident.grid_code.startswith(code))
+        stmt = (
+            stmt.where(m.Incident.county == code)
+            if len(code) == 6
+            else stmt.where(m.Incident.grid_code.startswith(code))
+        )
     if f.updated_after:
         stmt = stmt.where(m.Incident.updated_at > f.updated_after)
     if f.bbox:
@@ -86,7 +94,9 @@ def list_incidents(db: Database, actor: Actor, f: IncidentFilter, tree: Jurisdic
     return {"items": items, "next_cursor": last_id if more else None}
 
 
-def incident_detail(db: Database, actor: Actor, incident_id: str, tree: JurisdictionTree, now: datetime) -> dict[str, Any] | None:
+def incident_detail(
+    db: Database, actor: Actor, incident_id: str, tree: JurisdictionTree, now: datetime
+) -> dict[str, Any] | None:
     with db.read() as s:
         row = s.get(m.Incident, incident_id)
         if row is None:
@@ -95,13 +105,30 @@ def incident_detail(db: Database, actor: Actor, incident_id: str, tree: Jurisdic
         if not can_see(actor, inc):
             return None
         view = incident_view(inc, report_fields(row), tree, now, actor)
-        timeline = s.execute(select(m.TimelineEntry).where(m.TimelineEntry.incident_id == incident_id).order_by(m.TimelineEntry.id)).scalars()
+        timeline = s.execute(
+            select(m.TimelineEntry)
+            .where(m.TimelineEntry.incident_id == incident_id)
+            .order_by(m.TimelineEntry.id)
+        ).scalars()
         view["timeline"] = [
-            {"seq": t.seq, "at": utc(t.at).isoformat(), "actor": t.actor, "action": t.action, "from_state": t.from_state,
-             "to_state": t.to_state, "tier": t.tier, "note": t.note, "data": t.data}
+            {
+                "seq": t.seq,
+                "at": utc(t.at).isoformat(),
+                "actor": t.actor,
+                "action": t.action,
+                "from_state": t.from_state,
+                "to_state": t.to_state,
+                "tier": t.tier,
+                "note": t.note,
+                "data": t.data,
+            }
             for t in timeline
         ]
-        log = s.execute(select(m.EscalationEntry).where(m.EscalationEntry.incident_id == incident_id).order_by(m.EscalationEntry.id)).scalars()
+        log = s.execute(
+            select(m.EscalationEntry)
+            .where(m.EscalationEntry.incident_id == incident_id)
+            .order_by(m.EscalationEntry.id)
+        ).scalars()
         view["escalations"] = [escalation_dict(e) for e in log]
         return view
 
@@ -137,7 +164,12 @@ def escalations(
     visible = _scope(select(m.Incident.id), actor)
     stmt = select(m.EscalationEntry).where(m.EscalationEntry.incident_id.in_(visible))
     if jurisdiction:
-        stmt = stmt.where(or_(m.EscalationEntry.to_unit.startswith(jurisdiction), m.EscalationEntry.from_unit.startswith(jurisdiction)))
+        stmt = stmt.where(
+            or_(
+                m.EscalationEntry.to_unit.startswith(jurisdiction),
+                m.EscalationEntry.from_unit.startswith(jurisdiction),
+            )
+        )
     if since:
         stmt = stmt.where(m.EscalationEntry.at >= since)
     if until:
@@ -155,15 +187,31 @@ def escalations(
 
 
 HASHED_FIELDS = (
-    "incident_id", "seq", "at", "county", "reason", "actor", "from_state", "from_tier", "from_unit",
-    "to_state", "to_tier", "to_unit", "late_seconds", "note",
+    "incident_id",
+    "seq",
+    "at",
+    "county",
+    "reason",
+    "actor",
+    "from_state",
+    "from_tier",
+    "from_unit",
+    "to_state",
+    "to_tier",
+    "to_unit",
+    "late_seconds",
+    "note",
 )
 
 
 def verify_escalation_log(db: Database) -> ChainCheck:
     with db.read() as s:
-        rows = s.execute(select(m.EscalationEntry).order_by(m.EscalationEntry.id).execution_options(yield_per=1000)).scalars()
-        return verify_chain((e.id or 0, e.prev_hash, e.hash, {k: getattr(e, k) for k in HASHED_FIELDS}) for e in rows)
+        rows = s.execute(
+            select(m.EscalationEntry).order_by(m.EscalationEntry.id).execution_options(yield_per=1000)
+        ).scalars()
+        return verify_chain(
+            (e.id or 0, e.prev_hash, e.hash, {k: getattr(e, k) for k in HASHED_FIELDS}) for e in rows
+        )
 
 
 def latest_seq(db: Database) -> int:
@@ -179,7 +227,14 @@ def events_after(db: Database, seq: int, limit: int = 1000, until: int | None = 
     with db.read() as s:
         rows = s.execute(stmt.order_by(m.Event.seq).limit(limit)).scalars().all()
     return [
-        {"seq": e.seq, "type": e.type, "at": utc(e.at).isoformat(), "incident_id": e.incident_id, "jurisdiction": e.jurisdiction, "data": e.data}
+        {
+            "seq": e.seq,
+            "type": e.type,
+            "at": utc(e.at).isoformat(),
+            "incident_id": e.incident_id,
+            "jurisdiction": e.jurisdiction,
+            "data": e.data,
+        }
         for e in rows
     ]
 

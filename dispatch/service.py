@@ -20,7 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dispatch import engine, models as m
+from dispatch import engine
+from dispatch import models as m
 from dispatch.access import can_see
 from dispatch.clock import Clock, utc
 from dispatch.db import Database
@@ -88,7 +89,9 @@ class DispatchService:
 
     # ------------------------------------------------------------ commands
 
-    def submit_report(self, report: NewReport, actor: Actor, idempotency_key: str | None = None) -> dict[str, Any]:
+    def submit_report(
+        self, report: NewReport, actor: Actor, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         """Route and open a case. With an idempotency key, a retry returns the first answer unchanged."""
         tree = self.tree()
         grid = tree.locate(report.lon, report.lat)
@@ -104,11 +107,28 @@ class DispatchService:
                         return earlier.response
                 now = self.clock.now()
                 incident_id = self._next_incident_id(s, county, now)
-                outcome = engine.open_incident(incident_id, report, grid, tree.generation if grid else None, county, actor, definition, now)
+                outcome = engine.open_incident(
+                    incident_id,
+                    report,
+                    grid,
+                    tree.generation if grid else None,
+                    county,
+                    actor,
+                    definition,
+                    now,
+                )
                 committed = self._persist(s, None, outcome, now, report)
                 view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
                 if idempotency_key:
-                    s.add(m.IdempotencyRecord(username=actor.username, key=idempotency_key, incident_id=incident_id, response=view, created_at=now))
+                    s.add(
+                        m.IdempotencyRecord(
+                            username=actor.username,
+                            key=idempotency_key,
+                            incident_id=incident_id,
+                            response=view,
+                            created_at=now,
+                        )
+                    )
         except IntegrityError:
             if not idempotency_key:
                 raise
@@ -120,12 +140,16 @@ class DispatchService:
         self._announce(committed)
         return view
 
-    def act(self, incident_id: str, command: Command, actor: Actor, expected_version: int | None = None) -> dict[str, Any]:
+    def act(
+        self, incident_id: str, command: Command, actor: Actor, expected_version: int | None = None
+    ) -> dict[str, Any]:
         command = self._validated(command, actor)
 
         def decide(incident: Incident, now: datetime) -> Outcome:
             if expected_version is not None and expected_version != incident.version:
-                raise Refusal(409, "stale_version", f"the case is at version {incident.version}, not {expected_version}")
+                raise Refusal(
+                    409, "stale_version", f"the case is at version {incident.version}, not {expected_version}"
+                )
             definition, machine = self._definition_of(incident)
             return engine.decide(incident, command, actor, definition, machine, now)
 
@@ -174,7 +198,9 @@ class DispatchService:
     ) -> dict[str, Any]:
         tree = self.tree()
         with self.db.write() as s:
-            row = s.execute(select(m.Incident).where(m.Incident.id == incident_id).with_for_update()).scalar_one_or_none()
+            row = s.execute(
+                select(m.Incident).where(m.Incident.id == incident_id).with_for_update()
+            ).scalar_one_or_none()
             if row is None:
                 raise Refusal(404, "not_found", f"no case {incident_id}")
             incident = to_domain(row)
@@ -191,7 +217,14 @@ class DispatchService:
         self._announce(committed)
         return view
 
-    def _persist(self, s: Session, before: Incident | None, out: Outcome, now: datetime, report: NewReport | None = None) -> Committed:
+    def _persist(
+        self,
+        s: Session,
+        before: Incident | None,
+        out: Outcome,
+        now: datetime,
+        report: NewReport | None = None,
+    ) -> Committed:
         inc = out.incident
         last_seq = self._bump(s, EVENT_SEQ, len(out.events)) if out.events else 0
         first_seq = last_seq - len(out.events) + 1
@@ -202,25 +235,59 @@ class DispatchService:
             s.flush()
         else:
             done = s.execute(
-                update(m.Incident).where(m.Incident.id == inc.id, m.Incident.version == before.version).values(**values)
+                update(m.Incident)
+                .where(m.Incident.id == inc.id, m.Incident.version == before.version)
+                .values(**values)
             )
             if done.rowcount != 1:
-                raise Refusal(409, "stale_version", "the case changed while this action was being taken; reload and retry")
+                raise Refusal(
+                    409,
+                    "stale_version",
+                    "the case changed while this action was being taken; reload and retry",
+                )
         if before is None or before.departments != inc.departments:
             self._store_departments(s, inc, before)
         for t in out.timeline:
-            s.add(m.TimelineEntry(incident_id=inc.id, seq=first_seq, at=t.at, actor=t.actor, action=t.action, from_state=t.from_state, to_state=t.to_state, tier=t.tier, note=t.note, data=t.data))
+            s.add(
+                m.TimelineEntry(
+                    incident_id=inc.id,
+                    seq=first_seq,
+                    at=t.at,
+                    actor=t.actor,
+                    action=t.action,
+                    from_state=t.from_state,
+                    to_state=t.to_state,
+                    tier=t.tier,
+                    note=t.note,
+                    data=t.data,
+                )
+            )
         if out.log:
             self._append_log(s, inc, out, first_seq)
         summary = incident_summary(inc, now)
         for i, e in enumerate(out.events):
-            s.add(m.Event(seq=first_seq + i, type=e.type, at=now, incident_id=inc.id, county=inc.county, jurisdiction=list(inc.jurisdiction), data={**e.data, "incident": summary}))
+            s.add(
+                m.Event(
+                    seq=first_seq + i,
+                    type=e.type,
+                    at=now,
+                    incident_id=inc.id,
+                    county=inc.county,
+                    jurisdiction=list(inc.jurisdiction),
+                    data={**e.data, "incident": summary},
+                )
+            )
         new_deadlines = self._store_deadlines(s, before, inc)
         return Committed(last_seq=last_seq, new_deadlines=new_deadlines)
 
     def _append_log(self, s: Session, inc: Incident, out: Outcome, seq: int) -> None:
         # The event-seq counter bumped above holds the writers in line, so reading the chain's tail is safe.
-        prev = s.execute(select(m.EscalationEntry.hash).order_by(m.EscalationEntry.id.desc()).limit(1)).scalar_one_or_none() or GENESIS
+        prev = (
+            s.execute(
+                select(m.EscalationEntry.hash).order_by(m.EscalationEntry.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            or GENESIS
+        )
         for entry in out.log:
             fields = {
                 "incident_id": inc.id,
@@ -243,7 +310,9 @@ class DispatchService:
             s.flush()
             prev = digest
 
-    def _store_deadlines(self, s: Session, before: Incident | None, inc: Incident) -> list[tuple[int, datetime]]:
+    def _store_deadlines(
+        self, s: Session, before: Incident | None, inc: Incident
+    ) -> list[tuple[int, datetime]]:
         """Make the pending clock rows match the case's running clocks; returns the rows added."""
         if before is not None and before.deadlines == inc.deadlines:
             return []
@@ -251,7 +320,9 @@ class DispatchService:
         if before is not None:
             pending = list(
                 s.execute(
-                    select(m.DeadlineRow).where(m.DeadlineRow.incident_id == inc.id, m.DeadlineRow.status == "pending")
+                    select(m.DeadlineRow).where(
+                        m.DeadlineRow.incident_id == inc.id, m.DeadlineRow.status == "pending"
+                    )
                 ).scalars()
             )
         wanted = {(d.clock, d.due_at) for d in inc.deadlines}
@@ -269,7 +340,9 @@ class DispatchService:
 
     def _store_departments(self, s: Session, inc: Incident, before: Incident | None) -> None:
         if before is not None:
-            s.execute(m.IncidentDepartment.__table__.delete().where(m.IncidentDepartment.incident_id == inc.id))
+            s.execute(
+                m.IncidentDepartment.__table__.delete().where(m.IncidentDepartment.incident_id == inc.id)
+            )
         for d in inc.departments:
             s.add(m.IncidentDepartment(incident_id=inc.id, department=d.department))
         # Departments keep seeing a case they once handled: re-add the previous ones.
@@ -325,7 +398,9 @@ class DispatchService:
         with self.db.read() as s:
             if command.action == "dispatch" and command.lead is not None:
                 codes = [command.lead, *command.co]
-                known = set(s.execute(select(m.Department.code).where(m.Department.code.in_(codes))).scalars())
+                known = set(
+                    s.execute(select(m.Department.code).where(m.Department.code.in_(codes))).scalars()
+                )
                 unknown = [c for c in codes if c not in known]
                 if unknown:
                     raise Refusal(422, "unknown_department", f"unknown department(s): {', '.join(unknown)}")
@@ -368,7 +443,12 @@ def to_domain(row: m.Incident) -> Incident:
         handled_tier=row.handled_tier,
         departments=tuple(DeptAssignment(d["department"], d["role"], d["status"]) for d in row.departments),  # type: ignore[arg-type]
         deadlines=tuple(
-            Deadline(d["clock"], utc(datetime.fromisoformat(d["started_at"])), utc(datetime.fromisoformat(d["due_at"]))) for d in row.deadlines
+            Deadline(
+                d["clock"],
+                utc(datetime.fromisoformat(d["started_at"])),
+                utc(datetime.fromisoformat(d["due_at"])),
+            )
+            for d in row.deadlines
         ),
         overdue=frozenset(row.overdue),
         next_supervise_at=utc(row.next_supervise_at) if row.next_supervise_at else None,
@@ -399,8 +479,13 @@ def row_values(inc: Incident, now: datetime) -> dict[str, Any]:
         "accepted": inc.accepted,
         "handled_state": inc.handled_state,
         "handled_tier": inc.handled_tier,
-        "departments": [{"department": d.department, "role": d.role, "status": d.status} for d in inc.departments],
-        "deadlines": [{"clock": d.clock, "started_at": d.started_at.isoformat(), "due_at": d.due_at.isoformat()} for d in inc.deadlines],
+        "departments": [
+            {"department": d.department, "role": d.role, "status": d.status} for d in inc.departments
+        ],
+        "deadlines": [
+            {"clock": d.clock, "started_at": d.started_at.isoformat(), "due_at": d.due_at.isoformat()}
+            for d in inc.deadlines
+        ],
         "overdue": sorted(inc.overdue),
         "next_supervise_at": inc.next_supervise_at,
         "rework_count": inc.rework_count,

@@ -24,12 +24,20 @@ log = logging.getLogger(__name__)
 
 
 class TimerRunner:
-    def __init__(self, service: DispatchService, clock: Clock, sweep_seconds: float = 5.0, horizon_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        service: DispatchService,
+        clock: Clock,
+        sweep_seconds: float = 5.0,
+        horizon_seconds: float = 60.0,
+    ) -> None:
         self.service = service
         self.clock = clock
         self.sweep_seconds = sweep_seconds
         self.horizon_seconds = max(horizon_seconds, 2 * sweep_seconds)
-        self.scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={"misfire_grace_time": None, "coalesce": True})
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC, job_defaults={"misfire_grace_time": None, "coalesce": True}
+        )
         self._scheduled: set[int] = set()
         self._lock = threading.Lock()
         self.fired = 0
@@ -38,7 +46,9 @@ class TimerRunner:
         self.scheduler.start()
         self.service.listeners.append(self.on_commit)
         await self.sweep()
-        self.scheduler.add_job(self.sweep, "interval", seconds=self.sweep_seconds, id="deadline-sweep", max_instances=1)
+        self.scheduler.add_job(
+            self.sweep, "interval", seconds=self.sweep_seconds, id="deadline-sweep", max_instances=1
+        )
 
     def shutdown(self) -> None:
         if self.on_commit in self.service.listeners:
@@ -60,7 +70,12 @@ class TimerRunner:
             self._scheduled.add(deadline_id)
         run_at = datetime.now(UTC) + timedelta(seconds=self.clock.seconds_until(due))
         self.scheduler.add_job(
-            self.fire, "date", run_date=run_at, args=[deadline_id], id=f"deadline-{deadline_id}", replace_existing=True
+            self.fire,
+            "date",
+            run_date=run_at,
+            args=[deadline_id],
+            id=f"deadline-{deadline_id}",
+            replace_existing=True,
         )
 
     async def fire(self, deadline_id: int) -> None:

@@ -69,7 +69,11 @@ def incident_view(
     inc: Incident, report: dict[str, Any], tree: JurisdictionTree | None, now: datetime, actor: Actor
 ) -> dict[str, Any]:
     personal = may_see_personal(actor, inc)
-    path = tree.path(inc.grid_code) if tree and inc.grid_code else [{"code": inc.county, "name": tree.name(inc.county) if tree else None, "level": "county"}]
+    path = (
+        tree.path(inc.grid_code)
+        if tree and inc.grid_code
+        else [{"code": inc.county, "name": tree.name(inc.county) if tree else None, "level": "county"}]
+    )
     return {
         "id": inc.id,
         "state": inc.state,
@@ -87,11 +91,20 @@ def incident_view(
             "phone": report.get("reporter_phone") if personal else mask_phone(report.get("reporter_phone")),
             "user": inc.reporter_user,
         },
-        "grid": {"code": inc.grid_code, "generation": inc.grid_generation, "name": tree.name(inc.grid_code) if tree and inc.grid_code else None},
+        "grid": {
+            "code": inc.grid_code,
+            "generation": inc.grid_generation,
+            "name": tree.name(inc.grid_code) if tree and inc.grid_code else None,
+        },
         "jurisdiction": path,
         "accepted": inc.accepted,
-        "departments": [{"department": d.department, "role": d.role, "status": d.status} for d in inc.departments],
-        "deadlines": [{"clock": d.clock, "started_at": d.started_at.isoformat(), "due_at": d.due_at.isoformat()} for d in inc.deadlines],
+        "departments": [
+            {"department": d.department, "role": d.role, "status": d.status} for d in inc.departments
+        ],
+        "deadlines": [
+            {"clock": d.clock, "started_at": d.started_at.isoformat(), "due_at": d.due_at.isoformat()}
+            for d in inc.deadlines
+        ],
         "light": light(inc, now),
         "overdue": sorted(inc.overdue),
         "rework_count": inc.rework_count,

@@ -29,7 +29,9 @@ class JurisdictionTree:
         self.counties = sorted(u.code for u in units if u.level == "county")
 
     @classmethod
-    def from_rows(cls, generation: int, rows: list[tuple[str, str, str, str | None, bytes]]) -> JurisdictionTree:
+    def from_rows(
+        cls, generation: int, rows: list[tuple[str, str, str, str | None, bytes]]
+    ) -> JurisdictionTree:
         return cls(generation, [UnitInfo(c, n, lv, p, shapely.from_wkb(g)) for c, n, lv, p, g in rows])
 
     def locate(self, lon: float, lat: float) -> str | None:

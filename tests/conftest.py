@@ -54,7 +54,9 @@ class Demo:
 
         with c.db.read() as s:
             users = {u.username: u for u in s.query(m.User).all()}
-        self.actors = {name: Actor(u.username, u.role, u.unit_code, u.department) for name, u in users.items()}
+        self.actors = {
+            name: Actor(u.username, u.role, u.unit_code, u.department) for name, u in users.items()
+        }
         self.tree = c.tree
         self.grid = users["grid"].unit_code
         self.grid2 = users["grid2"].unit_code
@@ -73,9 +75,24 @@ class Demo:
         assert not county.intersects(p)
         return (p.x, p.y)
 
-    def report(self, code: str | None = None, category: str = "sanitation", severity: str = "normal", source: str = "hotline") -> NewReport:
+    def report(
+        self,
+        code: str | None = None,
+        category: str = "sanitation",
+        severity: str = "normal",
+        source: str = "hotline",
+    ) -> NewReport:
         lon, lat = self.point_in(code or self.grid) if code != "outside" else self.point_outside()
-        return NewReport(lon, lat, category, severity, "楼道里堆满了垃圾", source, reporter_name="王五", reporter_phone="13812341234")
+        return NewReport(
+            lon,
+            lat,
+            category,
+            severity,
+            "楼道里堆满了垃圾",
+            source,
+            reporter_name="王五",
+            reporter_phone="13812341234",
+        )
 
 
 @pytest.fixture

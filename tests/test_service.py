@@ -39,7 +39,9 @@ def test_full_path_from_report_to_rating(container: Container, demo: Demo, clock
     assert advance(c, clock, minutes=2) == 1
     view = detail(c, demo, iid)
     assert (view["state"], view["tier"]) == ("community_call", "community")
-    assert [(e["reason"], e["actor"], e["to"]["tier"]) for e in view["escalations"]] == [("ack_timeout", "system", "community")]
+    assert [(e["reason"], e["actor"], e["to"]["tier"]) for e in view["escalations"]] == [
+        ("ack_timeout", "system", "community")
+    ]
     assert view["escalations"][0]["late_seconds"] == pytest.approx(60, abs=1)
 
     act(c, demo, iid, "community", "escalate", note="需要街道协调")
@@ -63,8 +65,17 @@ def test_full_path_from_report_to_rating(container: Container, demo: Demo, clock
     view = detail(c, demo, iid)
     assert (view["state"], view["rating"]) == ("closed", 5)
     assert [t["action"] for t in view["timeline"]] == [
-        "report", "auto_escalate", "escalate", "accept", "dispatch", "dept_accept", "dept_accept",
-        "dept_complete", "dept_complete", "verify_pass", "rate",
+        "report",
+        "auto_escalate",
+        "escalate",
+        "accept",
+        "dispatch",
+        "dept_accept",
+        "dept_accept",
+        "dept_complete",
+        "dept_complete",
+        "verify_pass",
+        "rate",
     ]
     events = events_after(c.db, 0)
     seqs = [e["seq"] for e in events]
@@ -79,7 +90,9 @@ def test_full_path_from_report_to_rating(container: Container, demo: Demo, clock
         assert s.execute(select(m.DeadlineRow).where(m.DeadlineRow.status == "pending")).first() is None
 
 
-def test_escalation_climbs_every_tier_then_supervises_at_county(container: Container, demo: Demo, clock: FakeClock) -> None:
+def test_escalation_climbs_every_tier_then_supervises_at_county(
+    container: Container, demo: Demo, clock: FakeClock
+) -> None:
     c = container
     iid = c.service.submit_report(demo.report(), demo.actor("dispatcher"))["id"]
     advance(c, clock, minutes=31)  # grid → community (ack 30 min)
@@ -99,10 +112,16 @@ def test_escalation_climbs_every_tier_then_supervises_at_county(container: Conta
         ("supervise", "county"),
     ]
     assert view["light"] == "red"
-    assert [e["to"]["unit"] for e in view["escalations"][:3]] == [demo.grid[:12], demo.grid[:9], demo.grid[:6]]
+    assert [e["to"]["unit"] for e in view["escalations"][:3]] == [
+        demo.grid[:12],
+        demo.grid[:9],
+        demo.grid[:6],
+    ]
 
 
-def test_accepting_stops_the_ack_clock_but_not_the_resolve_clock(container: Container, demo: Demo, clock: FakeClock) -> None:
+def test_accepting_stops_the_ack_clock_but_not_the_resolve_clock(
+    container: Container, demo: Demo, clock: FakeClock
+) -> None:
     c = container
     iid = c.service.submit_report(demo.report(), demo.actor("dispatcher"))["id"]
     act(c, demo, iid, "grid", "accept")
@@ -133,7 +152,9 @@ def test_each_deadline_takes_effect_at_most_once(container: Container, demo: Dem
         ack_id = s.execute(select(m.DeadlineRow.id).where(m.DeadlineRow.clock == "ack")).scalar_one()
     clock.advance(__import__("datetime").timedelta(minutes=31))
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(c.service.fire_deadline(ack_id))) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(c.service.fire_deadline(ack_id))) for _ in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -152,23 +173,35 @@ def test_a_grid_workers_own_report_starts_accepted(container: Container, demo: D
 
 @pytest.mark.parametrize(
     ("severity", "state", "tier", "logged"),
-    [("normal", "grid_discovery", "grid", []), ("urgent", "grid_discovery", "grid", []),
-     ("major", "tiered_response", "township", ["severity"]), ("critical", "tiered_response", "county", ["severity"])],
+    [
+        ("normal", "grid_discovery", "grid", []),
+        ("urgent", "grid_discovery", "grid", []),
+        ("major", "tiered_response", "township", ["severity"]),
+        ("critical", "tiered_response", "county", ["severity"]),
+    ],
 )
-def test_severity_sets_the_entry_stage(container: Container, demo: Demo, severity: str, state: str, tier: str, logged: list[str]) -> None:
+def test_severity_sets_the_entry_stage(
+    container: Container, demo: Demo, severity: str, state: str, tier: str, logged: list[str]
+) -> None:
     view = container.service.submit_report(demo.report(severity=severity), demo.actor("dispatcher"))
     assert (view["state"], view["tier"]) == (state, tier)
     assert [e["reason"] for e in detail(container, demo, view["id"])["escalations"]] == logged
 
 
-def test_reports_outside_every_grid_go_to_triage_and_can_be_assigned(container: Container, demo: Demo) -> None:
+def test_reports_outside_every_grid_go_to_triage_and_can_be_assigned(
+    container: Container, demo: Demo
+) -> None:
     view = container.service.submit_report(demo.report("outside"), demo.actor("dispatcher"))
     assert (view["state"], view["tier"], view["grid"]["code"]) == ("triage", "county", None)
     with pytest.raises(Refusal) as bad:
         act(container, demo, view["id"], "dispatcher", "assign_grid", target="360102999999999")
     assert bad.value.status == 422
     after = act(container, demo, view["id"], "dispatcher", "assign_grid", target=demo.grid2)
-    assert (after["state"], after["grid"]["code"], after["grid"]["generation"]) == ("grid_discovery", demo.grid2, container.tree.generation)
+    assert (after["state"], after["grid"]["code"], after["grid"]["generation"]) == (
+        "grid_discovery",
+        demo.grid2,
+        container.tree.generation,
+    )
 
 
 def test_illegal_and_forbidden_actions_change_nothing(container: Container, demo: Demo) -> None:
@@ -189,7 +222,11 @@ def test_illegal_and_forbidden_actions_change_nothing(container: Container, demo
             act(c, demo, iid, who, action, **kw)
         assert refused.value.status == status, (who, action, refused.value.detail)
     after = detail(c, demo, iid)
-    assert (after["version"], after["state"], after["timeline"]) == (before["version"], before["state"], before["timeline"])
+    assert (after["version"], after["state"], after["timeline"]) == (
+        before["version"],
+        before["state"],
+        before["timeline"],
+    )
     assert len(events_after(c.db, 0)) == 1
 
 
@@ -218,7 +255,11 @@ def test_two_conflicting_actions_at_once_one_wins(container: Container, demo: De
     def attempt(action: str) -> None:
         barrier.wait()
         try:
-            outcomes.append(container.service.act(iid, Command(action, note="x"), demo.actor("grid"), expected_version=1)["state"])
+            outcomes.append(
+                container.service.act(iid, Command(action, note="x"), demo.actor("grid"), expected_version=1)[
+                    "state"
+                ]
+            )
         except Refusal as r:
             outcomes.append(r.status)
 
@@ -232,7 +273,9 @@ def test_two_conflicting_actions_at_once_one_wins(container: Container, demo: De
     assert view["version"] == 2 and len(view["timeline"]) == 2
 
 
-def test_verify_fail_returns_to_the_handling_stage_and_counts_rework(container: Container, demo: Demo) -> None:
+def test_verify_fail_returns_to_the_handling_stage_and_counts_rework(
+    container: Container, demo: Demo
+) -> None:
     c = container
     iid = c.service.submit_report(demo.report(), demo.actor("dispatcher"))["id"]
     act(c, demo, iid, "grid", "call_community")
@@ -286,7 +329,9 @@ def test_idempotency_key_returns_the_first_result(container: Container, demo: De
         assert len(s.execute(select(m.Incident)).all()) == 1
 
 
-def test_tampering_with_the_escalation_log_is_detected(container: Container, demo: Demo, clock: FakeClock) -> None:
+def test_tampering_with_the_escalation_log_is_detected(
+    container: Container, demo: Demo, clock: FakeClock
+) -> None:
     c = container
     for _ in range(3):
         c.service.submit_report(demo.report(), demo.actor("dispatcher"))
@@ -298,7 +343,9 @@ def test_tampering_with_the_escalation_log_is_detected(container: Container, dem
     assert (check.ok, check.first_broken_id) == (False, 2)
 
 
-def test_timer_deadlines_survive_a_restart(container: Container, demo: Demo, clock: FakeClock, data_dir: Any) -> None:
+def test_timer_deadlines_survive_a_restart(
+    container: Container, demo: Demo, clock: FakeClock, data_dir: Any
+) -> None:
     """A deadline stored before a restart fires after it: the table is the truth, not the scheduler."""
     from dispatch.bootstrap import build
     from dispatch.settings import Settings

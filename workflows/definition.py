@@ -30,13 +30,30 @@ ROLES = frozenset(
 )
 CLOCKS = ("ack", "resolve")
 LOG_REASONS = frozenset(
-    {"ack_timeout", "resolve_timeout", "manual", "severity", "rework", "dept_timeout", "dept_return", "supervise", "urge"}
+    {
+        "ack_timeout",
+        "resolve_timeout",
+        "manual",
+        "severity",
+        "rework",
+        "dept_timeout",
+        "dept_return",
+        "supervise",
+        "urge",
+    }
 )
 NEEDS = frozenset({"note", "target", "departments", "rating"})
 # Units this version of the engine can count. Working-time units need the working calendar (workflow-depth issue).
 NATURAL_UNITS = {"minutes": 60, "hours": 3600}
 SIMPLE_CONDITIONS = frozenset(
-    {"accepted", "not_accepted", "all_departments_done", "not_all_departments_done", "not_rated", "within_reopen_window"}
+    {
+        "accepted",
+        "not_accepted",
+        "all_departments_done",
+        "not_all_departments_done",
+        "not_rated",
+        "within_reopen_window",
+    }
 )
 PARAM_CONDITIONS = frozenset({"tier_is", "handled_in"})
 SET_KEYS = frozenset({"tier", "accepted", "handled", "rework"})
@@ -144,12 +161,14 @@ class WorkflowDefinition:
         i = self.tiers.index(tier)
         return self.tiers[i + 1] if i + 1 < len(self.tiers) else None
 
-    def time_limit(self, *, clock: str, stage: str, tier: str, category: str, severity: str) -> TimeLimit | None:
+    def time_limit(
+        self, *, clock: str, stage: str, tier: str, category: str, severity: str
+    ) -> TimeLimit | None:
         best: LimitRule | None = None
         for rule in self.time_limits:
-            if rule.matches(clock=clock, stage=stage, tier=tier, category=category, severity=severity):
-                if best is None or rule.specificity >= best.specificity:
-                    best = rule
+            matches = rule.matches(clock=clock, stage=stage, tier=tier, category=category, severity=severity)
+            if matches and (best is None or rule.specificity >= best.specificity):
+                best = rule
         return best.limit if best else None
 
 
@@ -178,7 +197,9 @@ def _check_condition(cond: str, states: dict[str, StateSpec], tiers: tuple[str, 
     raise DefinitionError(f"{where}: unknown condition {cond!r}")
 
 
-def _transition(raw: dict[str, Any], states: dict[str, StateSpec], tiers: tuple[str, ...], i: int) -> TransitionSpec:
+def _transition(
+    raw: dict[str, Any], states: dict[str, StateSpec], tiers: tuple[str, ...], i: int
+) -> TransitionSpec:
     where = f"transition #{i} ({raw.get('trigger')})"
     spec = TransitionSpec(
         trigger=str(raw["trigger"]),
@@ -211,7 +232,10 @@ def _transition(raw: dict[str, Any], states: dict[str, StateSpec], tiers: tuple[
 
 def parse_definition(raw: dict[str, Any]) -> WorkflowDefinition:
     tiers = tuple(raw["tiers"])
-    states = {s["name"]: StateSpec(s["name"], s["zh"], s.get("tier"), bool(s.get("final", False))) for s in raw["states"]}
+    states = {
+        s["name"]: StateSpec(s["name"], s["zh"], s.get("tier"), bool(s.get("final", False)))
+        for s in raw["states"]
+    }
     transitions = tuple(_transition(t, states, tiers, i) for i, t in enumerate(raw["transitions"]))
 
     def entry(r: dict[str, Any], where: str) -> EntryRule:
@@ -221,7 +245,8 @@ def parse_definition(raw: dict[str, Any]) -> WorkflowDefinition:
         return rule
 
     side_actions = {
-        name: SideAction(name, tuple(v["roles"]), v.get("log_reason")) for name, v in raw.get("side_actions", {}).items()
+        name: SideAction(name, tuple(v["roles"]), v.get("log_reason"))
+        for name, v in raw.get("side_actions", {}).items()
     }
     limits = []
     for i, r in enumerate(raw.get("time_limits", [])):
@@ -230,7 +255,14 @@ def parse_definition(raw: dict[str, Any]) -> WorkflowDefinition:
         if r.get("stage") is not None and r["stage"] not in states:
             raise DefinitionError(f"time limit #{i}: unknown stage {r['stage']!r}")
         limits.append(
-            LimitRule(_limit(r, f"time limit #{i}"), r["clock"], r.get("stage"), r.get("tier"), r.get("category"), r.get("severity"))
+            LimitRule(
+                _limit(r, f"time limit #{i}"),
+                r["clock"],
+                r.get("stage"),
+                r.get("tier"),
+                r.get("category"),
+                r.get("severity"),
+            )
         )
     entry_raw = raw["entry"]
     return WorkflowDefinition(

@@ -40,8 +40,9 @@ _SIMPLE: dict[str, Condition] = {
     "all_departments_done": lambda s: s.departments_done,
     "not_all_departments_done": lambda s: not s.departments_done,
     "not_rated": lambda s: not s.rated,
-    "within_reopen_window": lambda s: s.closed_at is not None
-    and s.now - s.closed_at <= s.reopen_window.as_timedelta(),
+    "within_reopen_window": lambda s: (
+        s.closed_at is not None and s.now - s.closed_at <= s.reopen_window.as_timedelta()
+    ),
 }
 
 CONDITION_TEXT = {
