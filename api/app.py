@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, pages, routes_grids
 from api.errors import JSON
 from api.hub import EventHub
 from api.routes import health, router
@@ -51,6 +51,8 @@ def create_app(
     errors.install(app)
     app.include_router(health)
     app.include_router(router)
+    app.include_router(routes_grids.router)
+    app.include_router(pages.router)
     app.include_router(ws_router)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     return app

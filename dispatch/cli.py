@@ -21,6 +21,15 @@ workflows_app = typer.Typer(help="Workflow definitions.")
 app.add_typer(users_app, name="users")
 app.add_typer(log_app, name="log")
 app.add_typer(workflows_app, name="workflows")
+
+
+def _grids_app() -> typer.Typer:
+    from dispatch.cli_grids import app as grids
+
+    return grids
+
+
+app.add_typer(_grids_app(), name="grids")
 console = Console()
 
 ROLES = [
