@@ -23,6 +23,7 @@ from dispatch.queries import (
     list_incidents,
     verify_escalation_log,
 )
+from grids.coords import to_wgs84
 from workflows.machine import mermaid
 
 router = APIRouter(prefix="/api/v1")
@@ -77,9 +78,10 @@ async def submit_report(
         if actor.role == "county_dispatcher"
         else "resident"
     )
+    lon, lat = to_wgs84(body.lon, body.lat, body.coord_sys)
     report = NewReport(
-        lon=body.lon,
-        lat=body.lat,
+        lon=lon,
+        lat=lat,
         category=body.category,
         severity=body.severity,
         description=body.description,

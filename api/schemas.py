@@ -28,6 +28,7 @@ class ReportIn(BaseModel):
     reporter: Reporter | None = None
     source: Source | None = None
     photos: list[str] = Field(default_factory=list, max_length=9)
+    coord_sys: Literal["wgs84", "gcj02", "bd09"] = Field(default="wgs84", description="coordinate system of lon/lat; stored as WGS-84")
 
     @field_validator("lon", "lat")
     @classmethod

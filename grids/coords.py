@@ -17,13 +17,18 @@ coordinate array converts in one call. The scalar functions are thin wrappers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 __all__ = [
+    "bd09_to_gcj02",
+    "gcj02_to_bd09",
     "gcj02_to_wgs84",
+    "to_wgs84",
     "gcj02_to_wgs84_array",
     "in_china",
     "transform_geometry_gcj02_to_wgs84",
@@ -157,3 +162,32 @@ def transform_geometry_gcj02_to_wgs84(geom: BaseGeometry) -> BaseGeometry:
 def transform_geometry_wgs84_to_gcj02(geom: BaseGeometry) -> BaseGeometry:
     """Convert every vertex of a WGS-84 geometry to GCJ-02 (for web-map overlays)."""
     return shapely.transform(geom, _xy_transformer(wgs84_to_gcj02_array))
+
+
+# BD-09 (Baidu) is GCJ-02 with a further rotation and scaling about the origin; the published forward formula
+# is inverted the same way Baidu's own SDK documentation describes.
+_BD_X_PI = math.pi * 3000.0 / 180.0
+
+
+def bd09_to_gcj02(lon: float, lat: float) -> tuple[float, float]:
+    x, y = lon - 0.0065, lat - 0.006
+    z = math.hypot(x, y) - 0.00002 * math.sin(y * _BD_X_PI)
+    theta = math.atan2(y, x) - 0.000003 * math.cos(x * _BD_X_PI)
+    return z * math.cos(theta), z * math.sin(theta)
+
+
+def gcj02_to_bd09(lon: float, lat: float) -> tuple[float, float]:
+    z = math.hypot(lon, lat) + 0.00002 * math.sin(lat * _BD_X_PI)
+    theta = math.atan2(lat, lon) + 0.000003 * math.cos(lon * _BD_X_PI)
+    return z * math.cos(theta) + 0.0065, z * math.sin(theta) + 0.006
+
+
+def to_wgs84(lon: float, lat: float, coord_sys: str = "wgs84") -> tuple[float, float]:
+    """A reported point in the phone's coordinate system (`wgs84`, `gcj02` or `bd09`) as stored: WGS-84."""
+    if coord_sys == "wgs84":
+        return lon, lat
+    if coord_sys == "gcj02":
+        return gcj02_to_wgs84(lon, lat)
+    if coord_sys == "bd09":
+        return gcj02_to_wgs84(*bd09_to_gcj02(lon, lat))
+    raise ValueError(f"unknown coordinate system {coord_sys!r}")
