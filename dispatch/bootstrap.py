@@ -39,8 +39,9 @@ class Container:
 
 
 def _meta(db: Database, key: str, make: Callable[[], str]) -> str:
-    """Read a persisted setting, creating it once (first writer wins)."""
+    """Read a persisted setting, creating it once (first writer wins, even across processes)."""
     with db.write() as s:
+        db.serialize(s, f"meta:{key}")
         row = s.get(m.Meta, key)
         if row is None:
             row = m.Meta(key=key, value=make())
@@ -51,7 +52,7 @@ def _meta(db: Database, key: str, make: Callable[[], str]) -> str:
 def build(settings: Settings, clock: Clock | None = None, progress: Progress | None = None) -> Container:
     say = progress or (lambda _msg: None)
     db = Database(settings.resolved_database_url)
-    db.create_all()
+    db.migrate()
     if settings.demo:
         load_demo_if_empty(db, say)
     if clock is None:
@@ -104,6 +105,7 @@ def load_demo_if_empty(db: Database, say: Progress) -> bool:
     say("hashing demo passwords")
     password_hash = hash_password(demo_county.DEMO_PASSWORD)
     with db.write() as s:
+        db.serialize(s, "demo")  # processes starting together: one loads, the others then see it loaded
         if s.execute(select(m.GridGeneration.id).limit(1)).first() is not None:
             return False  # another process won the race
         gen = m.GridGeneration(county=county, created_at=now, active=True, note="demo county, generated")

@@ -24,7 +24,7 @@ from dispatch import engine
 from dispatch import models as m
 from dispatch.access import can_see
 from dispatch.clock import Clock, utc
-from dispatch.db import Database
+from dispatch.db import LAST_SEQ_KEY, Database
 from dispatch.domain import (
     Actor,
     Command,
@@ -157,11 +157,13 @@ class DispatchService:
 
     def fire_deadline(self, deadline_id: int) -> bool:
         """A timer went off. Takes effect at most once: the clock row is claimed in the same transaction."""
-        with self.db.write() as s:
-            row = s.get(m.DeadlineRow, deadline_id, with_for_update=True)
+        with self.db.read() as s:
+            row = s.get(m.DeadlineRow, deadline_id)
             if row is None or row.status != "pending":
                 return False
             incident_id, clock, due = row.incident_id, row.clock, utc(row.due_at)
+        if self.clock.now() < due:
+            return False  # early (timer jitter): leave it pending rather than claim it without effect
         fired = {"done": False}
 
         def decide(incident: Incident, now: datetime) -> Outcome | None:
@@ -354,7 +356,12 @@ class DispatchService:
                     kept.add(d.department)
 
     def _bump(self, s: Session, name: str, by: int = 1) -> int:
-        """Increment a named counter and return its new value (row-locked until commit)."""
+        """Increment a named counter and return its new value (row-locked until commit).
+
+        For `event_seq` this lock is what makes seq gap-free for readers: a second writer blocks here until
+        the first commits (or rolls back, and then reuses its numbers), so commit order is seq order and a
+        reader tailing `seq > last` can never see seq n+1 before n (tests/test_scaleout.py proves it on
+        PostgreSQL). Bump it late in the transaction: the lock serializes every writer until commit."""
         insert = postgresql.insert if self.db.engine.dialect.name == "postgresql" else sqlite.insert
         stmt = (
             insert(m.Counter)
@@ -362,7 +369,10 @@ class DispatchService:
             .on_conflict_do_update(index_elements=["name"], set_={"value": m.Counter.value + by})
             .returning(m.Counter.value)
         )
-        return int(s.execute(stmt).scalar_one())
+        value = int(s.execute(stmt).scalar_one())
+        if name == EVENT_SEQ:
+            s.info[LAST_SEQ_KEY] = value  # Database.write sends NOTIFY with it at commit (PostgreSQL)
+        return value
 
     def _next_incident_id(self, s: Session, county: str, now: datetime) -> str:
         day = now.astimezone(LOCAL_TZ).strftime("%Y%m%d")

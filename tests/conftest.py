@@ -1,7 +1,15 @@
-"""Shared fixtures. The demo database is generated once per session and copied for each test."""
+"""Shared fixtures. The demo database is generated once per session and copied for each test.
+
+Every test that uses `container` (or `data_dir`) runs twice: on the embedded SQLite file and on PostgreSQL.
+Each PostgreSQL test gets a fresh database cloned from a migrated demo template (`CREATE DATABASE … TEMPLATE`)
+and dropped afterwards. Without a reachable PostgreSQL those variants are skipped, except under CI=true,
+where they fail: CI must never pass by silently testing one backend.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,6 +23,9 @@ from dispatch.clock import FakeClock
 from dispatch.domain import Actor, NewReport
 from dispatch.queries import pending_deadlines
 from dispatch.settings import Settings
+from tests import pg
+
+BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session")
@@ -28,9 +39,59 @@ def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "griddispatch.sqlite3"
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> pg.Server:
+    """The machine's PostgreSQL (GRIDDISPATCH_TEST_PG_URL, default postgres@127.0.0.1:5432)."""
+    server = pg.Server.from_env()
+    problem = server.unreachable()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is unreachable under CI=true ({problem}); .ci/run should have started it")
+        pytest.skip(f"PostgreSQL unreachable: {problem}")
+    server.drop_stale()
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server: pg.Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated PostgreSQL database with the demo county, built once per session; tests get clones."""
+    name = pg_server.create(pg_server.name("tmpl"))
+    container = build(
+        Settings(data_dir=tmp_path_factory.mktemp("pg-template"), database_url=pg_server.url(name)),
+        clock=FakeClock(),
+    )
+    container.db.dispose()
+    yield name
+    pg_server.drop(name)
+
+
+_clones = itertools.count()
+
+
 @pytest.fixture
-def data_dir(tmp_path: Path, demo_template: Path) -> Path:
-    shutil.copy(demo_template, tmp_path / "griddispatch.sqlite3")
+def pg_database(pg_server: pg.Server, pg_template: str) -> Iterator[str]:
+    """A fresh demo database on PostgreSQL for one test; yields its URL."""
+    name = pg_server.create(pg_server.name(f"t{next(_clones)}"), template=pg_template)
+    yield pg_server.url(name)
+    pg_server.drop(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def data_dir(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """The test's data folder. On PostgreSQL, GRIDDISPATCH_DATABASE_URL points at a fresh clone, so every
+    `Settings(data_dir=…)` a test builds (including a simulated restart) reaches the same database."""
+    if backend == "postgresql":
+        monkeypatch.setenv("GRIDDISPATCH_DATABASE_URL", request.getfixturevalue("pg_database"))
+    else:
+        monkeypatch.delenv("GRIDDISPATCH_DATABASE_URL", raising=False)
+        shutil.copy(request.getfixturevalue("demo_template"), tmp_path / "griddispatch.sqlite3")
     return tmp_path
 
 
