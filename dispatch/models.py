@@ -82,6 +82,7 @@ class Incident(SQLModel, table=True):
     tier: str
     grid_code: str | None = Field(default=None, index=True)
     grid_generation: int | None = None
+    near_boundary: bool = False  # reported just outside every grid, routed to the nearest one
     lon: float
     lat: float
     address: str | None = None
