@@ -4,6 +4,12 @@ One tailer task reads events after the last one it broadcast, in seq order, enco
 same bytes to every screen that may see it. Because it reads the committed outbox instead of trusting
 publishers, screens see events in seq order without gaps even when commits finish out of order in threads.
 A screen whose queue is full is cut off (1013) and resumes with `since`.
+
+Several processes (PostgreSQL): every transaction that writes events sends NOTIFY at commit (dispatch/db.py),
+and each process's hub LISTENs on a dedicated connection, so a commit in any process wakes every hub within
+milliseconds. The notice is only a wake-up: the hub still reads the outbox, and a poll every `poll_seconds`
+covers a lost notice or a broken listening connection. Commit order equals seq order (the counter row lock in
+DispatchService._bump), so reading `seq > last_seq` never skips an event that commits late.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from dispatch.db import Database
+from dispatch.db import EVENTS_CHANNEL, Database
 from dispatch.queries import events_after, latest_seq
 
 log = logging.getLogger(__name__)
@@ -52,17 +58,39 @@ class EventHub:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.last_seq = await asyncio.to_thread(latest_seq, self.db)
         self._task = asyncio.create_task(self._tail(), name="event-hub")
+        if self.db.is_postgresql:
+            self._listener = asyncio.create_task(self._listen(), name="event-hub-listen")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._listener, self._task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _listen(self) -> None:
+        """Wake up on every other process's commit (PostgreSQL LISTEN); reconnect when the link breaks."""
+        import psycopg
+
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.db.libpq_url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    self._wake.set()  # catch up with whatever committed while we were not listening
+                    async for _notice in conn.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("event hub lost its LISTEN connection; polling until it is back", exc_info=True)
+                await asyncio.sleep(self.poll_seconds)
 
     def poke(self, *_: Any) -> None:
         """After a commit, from any thread."""

@@ -21,8 +21,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, data_dir: Path, name: str = "server", **settings: Any) -> None:
         self.data_dir = data_dir
+        self.name = name
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -31,7 +32,7 @@ class ServerProcess:
             **{f"GRIDDISPATCH_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data_dir / "server.log"
+        self.log = data_dir / f"{name}.log"  # several processes may share one data_dir
 
     @property
     def url(self) -> str:
@@ -42,6 +43,10 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws/events"
 
     def start(self, timeout: float = 60) -> ServerProcess:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting (to start several at once)."""
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dispatch.cli", "serve"],
@@ -49,6 +54,10 @@ class ServerProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> ServerProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
