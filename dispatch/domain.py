@@ -53,11 +53,29 @@ class DeptAssignment:
 @dataclass(frozen=True)
 class Deadline:
     """A clock running on a case: `ack` and `resolve` per stage, `dept_ack:<code>` / `dept_resolve:<code>` per
-    department, `supervise` for repeated 督办 at county tier."""
+    department. `limit_minutes` counts the way `unit` counts (natural or working minutes) and includes granted
+    extensions; `warn_at` is when the light turns yellow."""
 
     clock: str
     started_at: datetime
     due_at: datetime
+    unit: str = "minutes"
+    limit_minutes: float = 0.0
+    warn_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """What a suspended (挂账) case resumes with: its stage and its clocks, frozen at `since`."""
+
+    since: datetime
+    state: str
+    tier: str
+    accepted: bool
+    stage_entered_at: datetime
+    deadlines: tuple[Deadline, ...]
+    overdue: frozenset[str]
+    next_supervise_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -83,13 +101,16 @@ class Incident:
     handled_tier: str | None = None
     departments: tuple[DeptAssignment, ...] = ()
     deadlines: tuple[Deadline, ...] = ()
-    overdue: frozenset[str] = frozenset()  # clocks of this stage that already went red
+    overdue: frozenset[str] = frozenset()  # clocks of this stage already fired: red ones, and `warn:<clock>`
     next_supervise_at: datetime | None = None
+    pending_request: dict[str, Any] | None = None  # {"kind": "extension" | "suspend", "by", "value", "unit"}
+    suspension: Suspension | None = None
     rework_count: int = 0
     rating: int | None = None
     closed_at: datetime | None = None
     merged_into: str | None = None
     version: int = 1
+    near_boundary: bool = False  # reported just outside every grid and routed to the nearest one
 
     @property
     def jurisdiction(self) -> tuple[str, ...]:
@@ -129,6 +150,7 @@ class Command:
     co: tuple[str, ...] = ()
     rating: int | None = None
     generation: int | None = None  # grid generation of `target` for assign_grid (set by the service)
+    extension: tuple[int, str] | None = None  # (value, unit) asked for with request_extension
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,8 @@ class Incident(SQLModel, table=True):
     deadlines: list[dict[str, str]] = _json(nullable=False)
     overdue: list[str] = _json(nullable=False)
     next_supervise_at: datetime | None = _ts(nullable=True)
+    pending_request: dict[str, Any] | None = _json(nullable=True)  # 延期/挂账 request awaiting a decision
+    suspension: dict[str, Any] | None = _json(nullable=True)  # what a suspended (挂账) case resumes with
     rework_count: int = 0
     rating: int | None = None
     closed_at: datetime | None = _ts(nullable=True)
@@ -186,3 +188,34 @@ class IdempotencyRecord(SQLModel, table=True):
     incident_id: str
     response: dict[str, Any] = _json(nullable=False)
     created_at: datetime = _ts(nullable=False)
+
+
+class CountyCalendar(SQLModel, table=True):
+    """A county's working hours and its own closed/open days on top of the national holiday calendar."""
+
+    __tablename__ = "county_calendar"
+    county: str = Field(primary_key=True)
+    periods: list[list[str]] = _json(nullable=False)  # [["08:30", "12:00"], ["14:30", "17:30"]]
+    extra_closed: list[str] = _json(nullable=False)  # ISO dates
+    extra_open: list[str] = _json(nullable=False)
+
+
+class DutyRoster(SQLModel, table=True):
+    """值班表: members rotate through shifts from an anchor; `window_*` limit the staffed hours of a day."""
+
+    __tablename__ = "duty_roster"
+    unit_code: str = Field(primary_key=True)
+    members: list[str] = _json(nullable=False)
+    shift_hours: float = 24.0
+    anchor: datetime = _ts(nullable=False)
+    window_start: str | None = None
+    window_end: str | None = None
+
+
+class DutyOverride(SQLModel, table=True):
+    __tablename__ = "duty_override"
+    id: int | None = Field(default=None, primary_key=True)
+    unit_code: str = Field(index=True)
+    start: datetime = _ts(nullable=False)
+    end: datetime = _ts(nullable=False)
+    member: str | None = None  # None: nobody on duty

@@ -23,12 +23,13 @@ from sqlalchemy.orm import Session
 from dispatch import engine
 from dispatch import models as m
 from dispatch.access import can_see
+from dispatch.calendars import CalendarBook
 from dispatch.clock import Clock, utc
+from dispatch.codec import deadline_from_json, deadline_to_json, suspension_from_json, suspension_to_json
 from dispatch.db import LAST_SEQ_KEY, Database
 from dispatch.domain import (
     Actor,
     Command,
-    Deadline,
     DeptAssignment,
     Incident,
     NewReport,
@@ -73,6 +74,7 @@ class DispatchService:
         self.tree = tree
         self.default_workflow = default_workflow
         self.listeners: list[Listener] = []
+        self.calendars = CalendarBook(db)
 
     # ------------------------------------------------------------ workflow lookup
 
@@ -87,18 +89,33 @@ class DispatchService:
         key = (incident.workflow, incident.workflow_version)
         return self.definitions[key], self.machines[key]
 
+    def definition_for_category(self, category: str) -> WorkflowDefinition:
+        """The newest version of the workflow that claims `category`, else the default workflow."""
+        claimed = [d for d in self.definitions.values() if category in d.categories]
+        if claimed:
+            return max(claimed, key=lambda d: d.version)
+        return self.current_definition()
+
+    def context(self, definition: WorkflowDefinition, county: str, now: datetime) -> engine.Context:
+        machine = self.machines[(definition.name, definition.version)]
+        return engine.Context(definition, machine, now, self.calendars.calendar(county), self.calendars.duty())
+
     # ------------------------------------------------------------ commands
 
     def submit_report(
         self, report: NewReport, actor: Actor, idempotency_key: str | None = None
     ) -> dict[str, Any]:
         """Route and open a case. With an idempotency key, a retry returns the first answer unchanged."""
+        from dataclasses import replace
+
         tree = self.tree()
-        grid = tree.locate(report.lon, report.lat)
+        # Inside a grid, or snapped to the nearest one when just outside (flagged near_boundary); else triage.
+        routing = tree.route(report.lon, report.lat)
+        grid = routing.grid_code
         if grid is None and not tree.counties:
             raise Refusal(409, "no_grids", "no grid set is active")
         county = grid[:6] if grid else self._county_for(tree, actor)
-        definition = self.current_definition()
+        definition = self.definition_for_category(report.category)
         try:
             with self.db.write() as s:
                 if idempotency_key:
@@ -114,10 +131,18 @@ class DispatchService:
                     tree.generation if grid else None,
                     county,
                     actor,
-                    definition,
-                    now,
+                    self.context(definition, county, now),
                 )
+                if routing.near_boundary:
+                    where = {"near_boundary": True, "distance_m": round(routing.distance_m, 1)}
+                    outcome = replace(
+                        outcome,
+                        incident=outcome.incident.evolve(near_boundary=True),
+                        events=tuple(replace(e, data={**e.data, **where}) for e in outcome.events),
+                    )
                 committed = self._persist(s, None, outcome, now, report)
+                if routing.near_boundary:
+                    s.execute(update(m.Incident).where(m.Incident.id == incident_id).values(near_boundary=True))
                 view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
                 if idempotency_key:
                     s.add(
@@ -150,8 +175,8 @@ class DispatchService:
                 raise Refusal(
                     409, "stale_version", f"the case is at version {incident.version}, not {expected_version}"
                 )
-            definition, machine = self._definition_of(incident)
-            return engine.decide(incident, command, actor, definition, machine, now)
+            definition, _ = self._definition_of(incident)
+            return engine.decide(incident, command, actor, self.context(definition, incident.county, now))
 
         return self._commit(incident_id, actor, decide)
 
@@ -169,8 +194,8 @@ class DispatchService:
         def decide(incident: Incident, now: datetime) -> Outcome | None:
             if now < due:
                 return None
-            definition, machine = self._definition_of(incident)
-            outcome = engine.on_deadline(incident, clock, due, definition, machine, now)
+            definition, _ = self._definition_of(incident)
+            outcome = engine.on_deadline(incident, clock, due, self.context(definition, incident.county, now))
             fired["done"] = outcome is not None
             return outcome
 
@@ -316,7 +341,8 @@ class DispatchService:
         self, s: Session, before: Incident | None, inc: Incident
     ) -> list[tuple[int, datetime]]:
         """Make the pending clock rows match the case's running clocks; returns the rows added."""
-        if before is not None and before.deadlines == inc.deadlines:
+        wanted = set(engine.timers(inc))
+        if before is not None and set(engine.timers(before)) == wanted:
             return []
         pending = []
         if before is not None:
@@ -327,7 +353,6 @@ class DispatchService:
                     )
                 ).scalars()
             )
-        wanted = {(d.clock, d.due_at) for d in inc.deadlines}
         have = set()
         for row in pending:
             key = (row.clock, utc(row.due_at))
@@ -452,16 +477,11 @@ def to_domain(row: m.Incident) -> Incident:
         handled_state=row.handled_state,
         handled_tier=row.handled_tier,
         departments=tuple(DeptAssignment(d["department"], d["role"], d["status"]) for d in row.departments),  # type: ignore[arg-type]
-        deadlines=tuple(
-            Deadline(
-                d["clock"],
-                utc(datetime.fromisoformat(d["started_at"])),
-                utc(datetime.fromisoformat(d["due_at"])),
-            )
-            for d in row.deadlines
-        ),
+        deadlines=tuple(deadline_from_json(d) for d in row.deadlines),
         overdue=frozenset(row.overdue),
         next_supervise_at=utc(row.next_supervise_at) if row.next_supervise_at else None,
+        pending_request=row.pending_request,
+        suspension=suspension_from_json(row.suspension),
         rework_count=row.rework_count,
         rating=row.rating,
         closed_at=utc(row.closed_at) if row.closed_at else None,
@@ -492,12 +512,11 @@ def row_values(inc: Incident, now: datetime) -> dict[str, Any]:
         "departments": [
             {"department": d.department, "role": d.role, "status": d.status} for d in inc.departments
         ],
-        "deadlines": [
-            {"clock": d.clock, "started_at": d.started_at.isoformat(), "due_at": d.due_at.isoformat()}
-            for d in inc.deadlines
-        ],
+        "deadlines": [deadline_to_json(d) for d in inc.deadlines],
         "overdue": sorted(inc.overdue),
         "next_supervise_at": inc.next_supervise_at,
+        "pending_request": inc.pending_request,
+        "suspension": suspension_to_json(inc.suspension),
         "rework_count": inc.rework_count,
         "rating": inc.rating,
         "closed_at": inc.closed_at,

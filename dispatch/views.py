@@ -19,6 +19,7 @@ STATE_ZH = {
     "closed": "结案",
     "rejected": "不予受理",
     "merged": "已合并",
+    "suspended": "挂账",
 }
 
 
@@ -95,6 +96,7 @@ def incident_view(
             "code": inc.grid_code,
             "generation": inc.grid_generation,
             "name": tree.name(inc.grid_code) if tree and inc.grid_code else None,
+            "near_boundary": inc.near_boundary,
         },
         "jurisdiction": path,
         "accepted": inc.accepted,
@@ -102,11 +104,23 @@ def incident_view(
             {"department": d.department, "role": d.role, "status": d.status} for d in inc.departments
         ],
         "deadlines": [
-            {"clock": d.clock, "started_at": d.started_at.isoformat(), "due_at": d.due_at.isoformat()}
+            {
+                "clock": d.clock,
+                "started_at": d.started_at.isoformat(),
+                "due_at": d.due_at.isoformat(),
+                "warn_at": d.warn_at.isoformat() if d.warn_at else None,
+                "unit": d.unit,
+                "limit_minutes": d.limit_minutes,
+            }
             for d in inc.deadlines
         ],
         "light": light(inc, now),
-        "overdue": sorted(inc.overdue),
+        "overdue": sorted(c for c in inc.overdue if not c.startswith("warn:")),
+        "warned": sorted(c.removeprefix("warn:") for c in inc.overdue if c.startswith("warn:")),
+        "pending_request": inc.pending_request,
+        "suspended": {"since": inc.suspension.since.isoformat(), "from_state": inc.suspension.state}
+        if inc.suspension
+        else None,
         "rework_count": inc.rework_count,
         "rating": inc.rating,
         "merged_into": inc.merged_into,

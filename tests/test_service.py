@@ -34,15 +34,19 @@ def test_full_path_from_report_to_rating(container: Container, demo: Demo, clock
     assert [u["level"] for u in created["jurisdiction"]] == ["county", "township", "community", "grid"]
     assert (created["state"], created["tier"], created["accepted"]) == ("grid_discovery", "grid", False)
 
-    # Nobody accepts within the 30-minute ack limit: the system escalates to the community.
-    assert advance(c, clock, minutes=29) == 0
-    assert advance(c, clock, minutes=2) == 1
+    # Nobody accepts: at 80 % of the 30-minute ack limit a warning (催办), at 100 % escalation to the community.
+    assert advance(c, clock, minutes=23) == 0
+    assert advance(c, clock, minutes=1) == 1
+    assert detail(c, demo, iid)["light"] == "yellow"
+    assert advance(c, clock, minutes=7) == 1
     view = detail(c, demo, iid)
     assert (view["state"], view["tier"]) == ("community_call", "community")
     assert [(e["reason"], e["actor"], e["to"]["tier"]) for e in view["escalations"]] == [
-        ("ack_timeout", "system", "community")
+        ("urge", "system", "grid"),
+        ("ack_timeout", "system", "community"),
+        ("supervise", "system", "grid"),
     ]
-    assert view["escalations"][0]["late_seconds"] == pytest.approx(60, abs=1)
+    assert view["escalations"][1]["late_seconds"] == pytest.approx(60, abs=1)
 
     act(c, demo, iid, "community", "escalate", note="需要街道协调")
     act(c, demo, iid, "township", "accept")
@@ -66,6 +70,7 @@ def test_full_path_from_report_to_rating(container: Container, demo: Demo, clock
     assert (view["state"], view["rating"]) == ("closed", 5)
     assert [t["action"] for t in view["timeline"]] == [
         "report",
+        "warning",
         "auto_escalate",
         "escalate",
         "accept",
@@ -80,10 +85,15 @@ def test_full_path_from_report_to_rating(container: Container, demo: Demo, clock
     events = events_after(c.db, 0)
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(events) + 1))
-    assert [e["type"] for e in events][:3] == ["incident.created", "incident.escalated", "incident.escalated"]
+    assert [e["type"] for e in events][:4] == [
+        "incident.created",
+        "incident.warning",
+        "incident.escalated",
+        "incident.escalated",
+    ]
     assert events[-1]["type"] == "incident.rated"
     assert all(e["jurisdiction"] == [u["code"] for u in view["jurisdiction"]] for e in events)
-    assert [e["reason"] for e in view["escalations"]] == ["ack_timeout", "manual"]
+    assert [e["reason"] for e in view["escalations"]] == ["urge", "ack_timeout", "supervise", "manual"]
     assert verify_escalation_log(c.db).ok
     # A closed case has no clocks left running.
     with c.db.read() as s:
@@ -103,20 +113,21 @@ def test_escalation_climbs_every_tier_then_supervises_at_county(
     advance(c, clock, hours=1, minutes=1)  # county ack 1 h: nowhere to climb → 督办 + alarm
     advance(c, clock, minutes=31)  # repeated 督办 every 30 min
     view = detail(c, demo, iid)
-    reasons = [(e["reason"], e["to"]["tier"]) for e in view["escalations"]]
+    reasons = [(e["reason"], e["to"]["tier"]) for e in view["escalations"] if e["reason"] != "urge"]
     assert reasons == [
         ("ack_timeout", "community"),
+        ("supervise", "grid"),
         ("ack_timeout", "township"),
+        ("supervise", "community"),
         ("ack_timeout", "county"),
-        ("supervise", "county"),
-        ("supervise", "county"),
+        ("supervise", "township"),
+        ("supervise", "county"),  # county ack ran out: nowhere to climb
+        ("supervise", "county"),  # …repeated every 30 minutes
     ]
     assert view["light"] == "red"
-    assert [e["to"]["unit"] for e in view["escalations"][:3]] == [
-        demo.grid[:12],
-        demo.grid[:9],
-        demo.grid[:6],
-    ]
+    climbs = [e["to"]["unit"] for e in view["escalations"] if e["reason"] == "ack_timeout"]
+    assert climbs == [demo.grid[:12], demo.grid[:9], demo.grid[:6]]
+    assert [e["reason"] for e in view["escalations"]].count("urge") == 4  # a yellow warning before each red
 
 
 def test_accepting_stops_the_ack_clock_but_not_the_resolve_clock(
@@ -127,10 +138,14 @@ def test_accepting_stops_the_ack_clock_but_not_the_resolve_clock(
     act(c, demo, iid, "grid", "accept")
     assert advance(c, clock, minutes=45) == 0
     assert detail(c, demo, iid)["state"] == "grid_discovery"
-    assert advance(c, clock, hours=24) == 1
+    # The resolve limit is one working day (390 working minutes, 08:30–12:00 and 14:30–17:30): reported
+    # Monday 17:00 Beijing time: 30 minutes that day, 210 + 150 on Tuesday → Tuesday 17:00 (09:00 UTC).
+    deadline = next(d for d in detail(c, demo, iid)["deadlines"] if d["clock"] == "resolve")
+    assert deadline["due_at"] == "2026-12-01T09:00:00+00:00"
+    advance(c, clock, hours=24)
     view = detail(c, demo, iid)
     assert view["state"] == "community_call"
-    assert view["escalations"][0]["reason"] == "resolve_timeout"
+    assert [e["reason"] for e in view["escalations"]] == ["urge", "resolve_timeout", "supervise"]
 
 
 def test_a_timer_whose_case_moved_on_does_nothing(container: Container, demo: Demo, clock: FakeClock) -> None:
@@ -161,7 +176,8 @@ def test_each_deadline_takes_effect_at_most_once(container: Container, demo: Dem
         t.join()
     assert sorted(results) == [False] * 5 + [True]
     with c.db.read() as s:
-        assert s.execute(select(m.EscalationEntry)).scalars().all().__len__() == 1
+        reasons = [e.reason for e in s.execute(select(m.EscalationEntry)).scalars()]
+        assert reasons.count("ack_timeout") == 1
         assert len([e for e in events_after(c.db, 0) if e["type"] == "incident.escalated"]) == 1
 
 
@@ -302,10 +318,12 @@ def test_department_overdue_is_logged_once(container: Container, demo: Demo, clo
     iid = c.service.submit_report(demo.report(severity="major"), demo.actor("dispatcher"))["id"]
     act(c, demo, iid, "township", "dispatch", lead="360102.urban", co=("360102.water",))
     act(c, demo, iid, "dept_urban", "dept_accept")
-    assert advance(c, clock, hours=2, minutes=1) == 1  # water did not accept within 2 h
-    assert advance(c, clock, hours=1) == 0
-    entries = [e for e in detail(c, demo, iid)["escalations"] if e["reason"] == "dept_timeout"]
-    assert [(e["to"]["unit"]) for e in entries] == ["360102.water"]
+    advance(c, clock, hours=2, minutes=1)  # water did not accept within 2 h
+    advance(c, clock, hours=1)
+    log = detail(c, demo, iid)["escalations"]
+    assert [e["to"]["unit"] for e in log if e["reason"] == "dept_timeout"] == ["360102.water"]
+    assert ("supervise", "360102.water") in [(e["reason"], e["to"]["unit"]) for e in log]
+    assert ("urge", "360102.water") in [(e["reason"], e["to"]["unit"]) for e in log]
 
 
 def test_reopen_and_merge(container: Container, demo: Demo) -> None:
@@ -336,7 +354,7 @@ def test_tampering_with_the_escalation_log_is_detected(
     for _ in range(3):
         c.service.submit_report(demo.report(), demo.actor("dispatcher"))
     advance(c, clock, minutes=31)
-    assert verify_escalation_log(c.db).ok and verify_escalation_log(c.db).entries == 3
+    assert verify_escalation_log(c.db).ok and verify_escalation_log(c.db).entries == 9
     with c.db.write() as s:
         s.execute(text("UPDATE escalation_log SET reason = 'manual' WHERE id = 2"))
     check = verify_escalation_log(c.db)
@@ -355,7 +373,7 @@ def test_timer_deadlines_survive_a_restart(
     clock.advance(__import__("datetime").timedelta(hours=1))
     again = build(Settings(data_dir=data_dir), clock=clock)
     try:
-        assert fire_due(again) == 1
+        assert fire_due(again) == 2  # the warning and the escalation, both passed while it was down
         assert fire_due(again) == 0
     finally:
         again.db.dispose()

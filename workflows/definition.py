@@ -43,8 +43,9 @@ LOG_REASONS = frozenset(
     }
 )
 NEEDS = frozenset({"note", "target", "departments", "rating"})
-# Units this version of the engine can count. Working-time units need the working calendar (workflow-depth issue).
+# Natural units count wall-clock time; working units count the county's working calendar (dispatch.workcal).
 NATURAL_UNITS = {"minutes": 60, "hours": 3600}
+UNITS = ("minutes", "hours", "work_hours", "work_days")
 SIMPLE_CONDITIONS = frozenset(
     {
         "accepted",
@@ -53,9 +54,12 @@ SIMPLE_CONDITIONS = frozenset(
         "not_all_departments_done",
         "not_rated",
         "within_reopen_window",
+        "no_pending_request",
+        "extension_requested",
+        "suspend_requested",
     }
 )
-PARAM_CONDITIONS = frozenset({"tier_is", "handled_in"})
+PARAM_CONDITIONS = frozenset({"tier_is", "handled_in", "previous_state"})
 SET_KEYS = frozenset({"tier", "accepted", "handled", "rework"})
 
 
@@ -68,7 +72,12 @@ class TimeLimit:
     value: int
     unit: str
 
+    @property
+    def natural(self) -> bool:
+        return self.unit in NATURAL_UNITS
+
     def as_timedelta(self) -> timedelta:
+        """Only for natural units (reopen windows, repeat intervals)."""
         return timedelta(seconds=self.value * NATURAL_UNITS[self.unit])
 
 
@@ -135,6 +144,10 @@ class WorkflowDefinition:
     name: str
     version: int
     title: str
+    categories: tuple[str, ...]  # categories this workflow runs for; empty = the default workflow
+    yellow_at: float
+    extension_default: TimeLimit
+    wait_for_shift: bool
     tiers: tuple[str, ...]
     states: dict[str, StateSpec]
     transitions: tuple[TransitionSpec, ...]
@@ -172,15 +185,14 @@ class WorkflowDefinition:
         return best.limit if best else None
 
 
-def _limit(raw: dict[str, Any], where: str) -> TimeLimit:
+def _limit(raw: dict[str, Any], where: str, natural_only: bool = False) -> TimeLimit:
     try:
         value, unit = int(raw["value"]), str(raw["unit"])
     except (KeyError, TypeError, ValueError) as exc:
         raise DefinitionError(f"{where}: a time limit needs an integer value and a unit") from exc
-    if unit not in NATURAL_UNITS:
-        raise DefinitionError(
-            f"{where}: unit {unit!r} is not supported by this engine version (use {sorted(NATURAL_UNITS)})"
-        )
+    allowed = tuple(NATURAL_UNITS) if natural_only else UNITS
+    if unit not in allowed:
+        raise DefinitionError(f"{where}: unit {unit!r} is not one of {list(allowed)}")
     if value <= 0:
         raise DefinitionError(f"{where}: a time limit must be positive")
     return TimeLimit(value, unit)
@@ -192,7 +204,7 @@ def _check_condition(cond: str, states: dict[str, StateSpec], tiers: tuple[str, 
         return
     if name == "tier_is" and arg in tiers:
         return
-    if name == "handled_in" and arg in states:
+    if name in ("handled_in", "previous_state") and arg in states:
         return
     raise DefinitionError(f"{where}: unknown condition {cond!r}")
 
@@ -230,13 +242,116 @@ def _transition(
     return spec
 
 
+def expand_side_flows(
+    raw: dict[str, Any], states: dict[str, StateSpec], tiers: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Extension (延期) and suspension (挂账) transitions for every handling state and tier, from the compact
+    `side_flows` table: the handler at a tier asks, the tier above decides."""
+    spec = raw.get("side_flows")
+    if not spec:
+        return []
+    handlers: dict[str, list[str]] = {t: list(r) for t, r in spec["handlers"].items()}
+    approvers: dict[str, list[str]] = {t: list(r) for t, r in spec["approvers"].items()}
+    extra = {s: list(r) for s, r in spec.get("extra_handlers", {}).items()}
+    out: list[dict[str, Any]] = []
+    for state in spec["states"]:
+        if state not in states:
+            raise DefinitionError(f"side_flows: unknown state {state!r}")
+        fixed = states[state].tier
+        for tier in [fixed] if fixed else list(spec.get("free_tiers", tiers)):
+            asks = handlers.get(tier, []) + extra.get(state, [])
+            decides = approvers.get(tier, [])
+            at = [f"tier_is:{tier}"]
+            out += [
+                {
+                    "trigger": "request_extension",
+                    "source": state,
+                    "roles": asks,
+                    "conditions": [*at, "no_pending_request"],
+                    "needs": ["note"],
+                },
+                {
+                    "trigger": "approve_extension",
+                    "source": state,
+                    "roles": decides,
+                    "conditions": [*at, "extension_requested"],
+                },
+                {
+                    "trigger": "deny_extension",
+                    "source": state,
+                    "roles": decides,
+                    "conditions": [*at, "extension_requested"],
+                    "needs": ["note"],
+                },
+                {
+                    "trigger": "request_suspend",
+                    "source": state,
+                    "roles": asks,
+                    "conditions": [*at, "no_pending_request"],
+                    "needs": ["note"],
+                },
+                {
+                    "trigger": "approve_suspend",
+                    "source": state,
+                    "dest": "suspended",
+                    "roles": decides,
+                    "conditions": [*at, "suspend_requested"],
+                },
+                {
+                    "trigger": "deny_suspend",
+                    "source": state,
+                    "roles": decides,
+                    "conditions": [*at, "suspend_requested"],
+                    "needs": ["note"],
+                },
+            ]
+        resumers = sorted({r for t in tiers for r in handlers.get(t, []) + approvers.get(t, [])})
+        out.append(
+            {
+                "trigger": "resume",
+                "source": "suspended",
+                "dest": state,
+                "roles": resumers,
+                "conditions": [f"previous_state:{state}"],
+            }
+        )
+    return out
+
+
+def _check_structure(d: WorkflowDefinition) -> None:
+    """Unreachable states, dead ends and stages without limits are mistakes in a definition."""
+    entries = {r.state for r in d.entry_by_severity.values()} | {d.entry_outside_grids.state}
+    reachable, frontier = set(entries), list(entries)
+    while frontier:
+        here = frontier.pop()
+        for t in d.transitions:
+            if t.source == here and t.dest and t.dest not in reachable:
+                reachable.add(t.dest)
+                frontier.append(t.dest)
+    unreachable = sorted(set(d.states) - reachable)
+    if unreachable:
+        raise DefinitionError(f"unreachable states: {', '.join(unreachable)}")
+    for name, state in d.states.items():
+        if state.final:
+            continue
+        if not any(t.source == name and t.dest and t.dest != name for t in d.transitions):
+            raise DefinitionError(
+                f"state {name!r} is a dead end: no transition leaves it and it is not final"
+            )
+        if name == "suspended":
+            continue
+        if not any(r.clock == "resolve" and r.stage in (None, name) for r in d.time_limits):
+            raise DefinitionError(f"state {name!r} has no resolve time limit")
+
+
 def parse_definition(raw: dict[str, Any]) -> WorkflowDefinition:
     tiers = tuple(raw["tiers"])
     states = {
         s["name"]: StateSpec(s["name"], s["zh"], s.get("tier"), bool(s.get("final", False)))
         for s in raw["states"]
     }
-    transitions = tuple(_transition(t, states, tiers, i) for i, t in enumerate(raw["transitions"]))
+    raw_transitions = list(raw["transitions"]) + expand_side_flows(raw, states, tiers)
+    transitions = tuple(_transition(t, states, tiers, i) for i, t in enumerate(raw_transitions))
 
     def entry(r: dict[str, Any], where: str) -> EntryRule:
         rule = EntryRule(r["state"], r["tier"], r.get("log_reason"), bool(r.get("alarm", False)))
@@ -248,6 +363,9 @@ def parse_definition(raw: dict[str, Any]) -> WorkflowDefinition:
         name: SideAction(name, tuple(v["roles"]), v.get("log_reason"))
         for name, v in raw.get("side_actions", {}).items()
     }
+    for side in side_actions.values():
+        if not set(side.roles) <= ROLES:
+            raise DefinitionError(f"side action {side.name}: roles must be a subset of {sorted(ROLES)}")
     limits = []
     for i, r in enumerate(raw.get("time_limits", [])):
         if r.get("clock") not in CLOCKS:
@@ -264,11 +382,20 @@ def parse_definition(raw: dict[str, Any]) -> WorkflowDefinition:
                 r.get("severity"),
             )
         )
+    yellow_at = float(raw.get("lights", {}).get("yellow_at", 0.8))
+    if not 0 < yellow_at < 1:
+        raise DefinitionError("lights.yellow_at must be between 0 and 1")
     entry_raw = raw["entry"]
-    return WorkflowDefinition(
+    definition = WorkflowDefinition(
         name=str(raw["name"]),
         version=int(raw["version"]),
         title=str(raw.get("title", raw["name"])),
+        categories=tuple(raw.get("categories", ())),
+        yellow_at=yellow_at,
+        extension_default=_limit(
+            raw.get("extension_default", {"value": 1, "unit": "work_days"}), "extension_default"
+        ),
+        wait_for_shift=bool(raw.get("duty", {}).get("wait_for_shift", False)),
         tiers=tiers,
         states=states,
         transitions=transitions,
@@ -277,9 +404,13 @@ def parse_definition(raw: dict[str, Any]) -> WorkflowDefinition:
         own_report_accepted=bool(entry_raw.get("own_report_accepted", False)),
         side_actions=side_actions,
         time_limits=tuple(limits),
-        county_supervise_every=_limit(raw["county_overdue"]["repeat_supervise_every"], "county_overdue"),
-        reopen_window=_limit(raw["reopen_window"], "reopen_window"),
+        county_supervise_every=_limit(
+            raw["county_overdue"]["repeat_supervise_every"], "county_overdue", natural_only=True
+        ),
+        reopen_window=_limit(raw["reopen_window"], "reopen_window", natural_only=True),
     )
+    _check_structure(definition)
+    return definition
 
 
 def load_definition(path: Path) -> WorkflowDefinition:

@@ -29,6 +29,8 @@ class Subject:
     closed_at: datetime | None
     now: datetime
     reopen_window: TimeLimit
+    pending_request: str | None = None  # "extension" | "suspend" while one awaits a decision
+    previous_state: str | None = None  # where a suspended case resumes
     fired: TransitionSpec | None = field(default=None)
 
 
@@ -43,6 +45,9 @@ _SIMPLE: dict[str, Condition] = {
     "within_reopen_window": lambda s: (
         s.closed_at is not None and s.now - s.closed_at <= s.reopen_window.as_timedelta()
     ),
+    "no_pending_request": lambda s: s.pending_request is None,
+    "extension_requested": lambda s: s.pending_request == "extension",
+    "suspend_requested": lambda s: s.pending_request == "suspend",
 }
 
 CONDITION_TEXT = {
@@ -54,6 +59,10 @@ CONDITION_TEXT = {
     "within_reopen_window": "the reopen window has passed",
     "tier_is": "the case is at another tier",
     "handled_in": "the case was handled in another stage",
+    "no_pending_request": "a request (延期 or 挂账) is already waiting for a decision",
+    "extension_requested": "no extension (延期) was requested",
+    "suspend_requested": "no suspension (挂账) was requested",
+    "previous_state": "the case was suspended from another stage",
 }
 
 
@@ -63,6 +72,8 @@ def condition(name: str) -> Condition:
         return lambda s: s.tier == arg
     if base == "handled_in":
         return lambda s: s.handled_state == arg
+    if base == "previous_state":
+        return lambda s: s.previous_state == arg
     return _SIMPLE[base]
 
 
@@ -117,14 +128,26 @@ class WorkflowMachine:
         return names
 
 
+SIDE_FLOW_ACTIONS = frozenset(
+    {"request_extension", "approve_extension", "deny_extension", "request_suspend", "deny_suspend"}
+)
+
+
 def mermaid(definition: WorkflowDefinition) -> str:
     """The state graph as a Mermaid diagram (internal transitions are drawn as self-loops)."""
     lines = ["stateDiagram-v2"]
     for state in definition.states.values():
         lines.append(f"    {state.name}: {state.name} {state.zh}")
+    drawn: set[tuple[str, str, str]] = set()
     for t in definition.transitions:
-        label = t.trigger + (f" [{', '.join(t.conditions)}]" if t.conditions else "")
-        lines.append(f"    {t.source} --> {t.dest or t.source}: {label}")
+        if t.trigger in SIDE_FLOW_ACTIONS and t.dest is None:
+            continue  # 延期/挂账 requests happen in every handling stage; one note says so instead of 40 loops
+        shown = [] if t.trigger in ("approve_suspend", "resume") else list(t.conditions)
+        label = t.trigger + (f" [{', '.join(shown)}]" if shown else "")
+        key = (t.source, t.dest or t.source, label)
+        if key not in drawn:
+            drawn.add(key)
+            lines.append(f"    {t.source} --> {t.dest or t.source}: {label}")
     for state in definition.states.values():
         if state.final:
             lines.append(f"    {state.name} --> [*]")
