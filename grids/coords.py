@@ -25,7 +25,11 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 __all__ = [
+    "COORD_SYSTEMS",
     "bd09_to_gcj02",
+    "bd09_to_gcj02_array",
+    "bd09_to_wgs84_array",
+    "transform_geometry_to_wgs84",
     "gcj02_to_bd09",
     "gcj02_to_wgs84",
     "to_wgs84",
@@ -180,6 +184,33 @@ def gcj02_to_bd09(lon: float, lat: float) -> tuple[float, float]:
     z = math.hypot(lon, lat) + 0.00002 * math.sin(lat * _BD_X_PI)
     theta = math.atan2(lat, lon) + 0.000003 * math.cos(lon * _BD_X_PI)
     return z * math.cos(theta) + 0.0065, z * math.sin(theta) + 0.006
+
+
+def bd09_to_gcj02_array(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Vectorised BD-09 -> GCJ-02 (the same published formula as :func:`bd09_to_gcj02`)."""
+    x = np.asarray(lon, dtype=np.float64) - 0.0065
+    y = np.asarray(lat, dtype=np.float64) - 0.006
+    z = np.hypot(x, y) - 0.00002 * np.sin(y * _BD_X_PI)
+    theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _BD_X_PI)
+    return z * np.cos(theta), z * np.sin(theta)
+
+
+def bd09_to_wgs84_array(lon: npt.ArrayLike, lat: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    return gcj02_to_wgs84_array(*bd09_to_gcj02_array(lon, lat))
+
+
+COORD_SYSTEMS = ("wgs84", "gcj02", "bd09")
+
+
+def transform_geometry_to_wgs84(geom: BaseGeometry, coord_sys: str) -> BaseGeometry:
+    """A geometry whose lon/lat are in `coord_sys` (a boundary file declared GCJ-02 or BD-09) as WGS-84."""
+    if coord_sys == "wgs84":
+        return geom
+    if coord_sys == "gcj02":
+        return transform_geometry_gcj02_to_wgs84(geom)
+    if coord_sys == "bd09":
+        return shapely.transform(geom, _xy_transformer(bd09_to_wgs84_array))
+    raise ValueError(f"unknown coordinate system {coord_sys!r}")
 
 
 def to_wgs84(lon: float, lat: float, coord_sys: str = "wgs84") -> tuple[float, float]:

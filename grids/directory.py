@@ -10,6 +10,20 @@ from shapely.geometry.base import BaseGeometry
 
 from grids.index import GridIndex, Nearest
 
+# A phone's GPS fix near a grid's outer edge (a river bank, the county line) often lands a few dozen metres
+# outside every grid; sending those to the county's triage desk would swamp it with cases that obviously
+# belong to the grid next door. Farther than this, nobody should guess.
+DEFAULT_NEAR_BOUNDARY_M = 200.0
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where a reported point goes: a grid (possibly snapped from just outside), or triage (grid None)."""
+
+    grid_code: str | None
+    near_boundary: bool  # outside every grid, snapped to the nearest one within the allowed distance
+    distance_m: float  # 0 inside a grid; otherwise ground distance to the nearest grid (inf when none)
+
 
 @dataclass(frozen=True)
 class UnitInfo:
@@ -21,8 +35,11 @@ class UnitInfo:
 
 
 class JurisdictionTree:
-    def __init__(self, generation: int, units: list[UnitInfo]) -> None:
+    def __init__(
+        self, generation: int, units: list[UnitInfo], near_boundary_m: float = DEFAULT_NEAR_BOUNDARY_M
+    ) -> None:
         self.generation = generation
+        self.near_boundary_m = near_boundary_m
         self.units = {u.code: u for u in units}
         grids = [u for u in units if u.level == "grid"]
         self.index = GridIndex([g.code for g in grids], [g.geometry for g in grids])
@@ -30,9 +47,26 @@ class JurisdictionTree:
 
     @classmethod
     def from_rows(
-        cls, generation: int, rows: list[tuple[str, str, str, str | None, bytes]]
+        cls,
+        generation: int,
+        rows: list[tuple[str, str, str, str | None, bytes]],
+        near_boundary_m: float = DEFAULT_NEAR_BOUNDARY_M,
     ) -> JurisdictionTree:
-        return cls(generation, [UnitInfo(c, n, lv, p, shapely.from_wkb(g)) for c, n, lv, p, g in rows])
+        geometries = shapely.from_wkb([row[4] for row in rows])  # one vectorised parse for the whole set
+        units = [UnitInfo(c, n, lv, p, g) for (c, n, lv, p, _), g in zip(rows, geometries, strict=True)]
+        return cls(generation, units, near_boundary_m)
+
+    def route(self, lon: float, lat: float) -> Routing:
+        """The routing rule: inside → that grid (edge rule: smallest code); just outside → nearest grid,
+        flagged; farther → triage."""
+        code = self.index.locate(lon, lat)
+        if code is not None:
+            return Routing(code, False, 0.0)
+        near = self.index.nearest(lon, lat, within_m=self.near_boundary_m)
+        if near is not None:
+            return Routing(near.code, True, near.distance_m)
+        farther = self.index.nearest(lon, lat)
+        return Routing(None, False, farther.distance_m if farther else float("inf"))
 
     def locate(self, lon: float, lat: float) -> str | None:
         return self.index.locate(lon, lat)
