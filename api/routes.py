@@ -205,35 +205,7 @@ async def escalation_verify(container: ContainerDep, actor: CurrentActor) -> dic
     }
 
 
-@router.get("/grids/locate", tags=["grids"])
-async def locate(
-    container: ContainerDep,
-    _actor: CurrentActor,
-    lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
-    lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
-) -> JSON:
-    tree = container.tree
-    code = tree.locate(lon, lat)
-    if code is None:
-        near = tree.nearest(lon, lat)
-        detail = {
-            "message": "the point is outside every grid",
-            "nearest": {
-                "code": near.code,
-                "name": tree.name(near.code),
-                "distance_m": round(near.distance_m, 1),
-            }
-            if near
-            else None,
-        }
-        return JSON({"detail": detail, "code": "outside_grids"}, status_code=404)
-    return JSON(
-        {
-            "grid": {"code": code, "name": tree.name(code)},
-            "generation": tree.generation,
-            "path": tree.path(code),
-        }
-    )
+# GET /grids/locate lives in api/routes_grids.py with the other grid routes.
 
 
 @router.get("/workflows", tags=["workflows"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,8 @@ from dispatch.db import Database
 from dispatch.service import DispatchService
 from dispatch.settings import Settings
 from fixtures import demo_county
-from grids.directory import JurisdictionTree
+from grids.directory import DEFAULT_NEAR_BOUNDARY_M, JurisdictionTree
+from grids.generations import active_generation, load_tree, mark_active
 from workflows.definition import load_all
 
 Progress = Callable[[str], None]
@@ -62,30 +64,36 @@ def build(settings: Settings, clock: Clock | None = None, progress: Progress | N
         else:
             clock = SystemClock()
     secret = settings.jwt_secret or _meta(db, "jwt_secret", lambda: secrets.token_urlsafe(32))
-    holder: list[JurisdictionTree] = [load_active_tree(db)]
+    holder: list[JurisdictionTree] = [load_active_tree(db, settings.near_boundary_m)]
     service = DispatchService(db, clock, load_all(), lambda: holder[0])
     with db.read() as s:
         categories = {c.code: c.name for c in s.execute(select(m.Category)).scalars()}
     return Container(settings, db, clock, service, secret, holder, categories)
 
 
-def load_active_tree(db: Database) -> JurisdictionTree:
-    with db.read() as s:
-        gen = (
-            s.execute(
-                select(m.GridGeneration).where(m.GridGeneration.active).order_by(m.GridGeneration.id.desc())
-            )
-            .scalars()
-            .first()
-        )
-        if gen is None:
-            return JurisdictionTree(0, [])
-        rows = s.execute(
-            select(m.Unit.code, m.Unit.name, m.Unit.level, m.Unit.parent, m.Unit.geometry).where(
-                m.Unit.generation == gen.id
-            )
-        ).all()
-    return JurisdictionTree.from_rows(gen.id or 0, [tuple(r) for r in rows])
+def load_active_tree(db: Database, near_boundary_m: float = DEFAULT_NEAR_BOUNDARY_M) -> JurisdictionTree:
+    generation = active_generation(db)
+    if generation is None:
+        return JurisdictionTree(0, [], near_boundary_m)
+    return load_tree(db, generation, near_boundary_m)
+
+
+# Two admins activating at once must not leave the database saying one set and memory routing by the other.
+_activation = threading.Lock()
+
+
+def activate_generation(container: Container, generation: int) -> JurisdictionTree:
+    """Make a stored generation the routing truth: no report is ever routed against a half-built set.
+
+    The new tree (index included) is built completely first; then, under one lock, the database flag moves in
+    one transaction and the holder's slot is replaced in one assignment. A report being routed meanwhile uses
+    either the old tree or the new one, whole.
+    """
+    tree = load_tree(container.db, generation, container.settings.near_boundary_m)
+    with _activation:
+        mark_active(container.db, generation)
+        container.tree_holder[0] = tree
+    return tree
 
 
 def load_demo_if_empty(db: Database, say: Progress) -> bool:

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     ws_queue_limit: int = 1000  # events buffered per screen before it is cut off (1013)
     ws_heartbeat_seconds: float = 20.0
     page_limit_max: int = 500
+    near_boundary_m: float = 200.0  # a report this close outside every grid goes to the nearest grid
 
     @property
     def resolved_database_url(self) -> str:
