@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, pages, routes_grids
+from api import errors, pages, photos, routes_grids, routes_stats
 from api.errors import JSON
 from api.hub import EventHub
 from api.routes import health, router
@@ -53,6 +53,11 @@ def create_app(
     app.include_router(router)
     app.include_router(routes_grids.router)
     app.include_router(pages.router)
+    app.include_router(photos.router)
+    app.include_router(routes_stats.router)
     app.include_router(ws_router)
-    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    # The app-wide body limit; multipart reports with photos get the larger upload limit.
+    app.add_middleware(
+        photos.UploadBodyLimit, limit=settings.max_body_bytes, upload_limit=settings.upload_max_bytes
+    )
     return app

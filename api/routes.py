@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.security import OAuth2PasswordRequestForm
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.responses import Response, StreamingResponse
 
 from api.deps import ContainerDep, CurrentActor
 from api.errors import JSON
-from api.schemas import ActionIn, ReportIn
+from api.photos import REPORT_BODY_DOC, read_report
+from api.schemas import ActionIn
 from dispatch import models as m
 from dispatch.auth import issue_token, verify_password
 from dispatch.clock import utc
 from dispatch.domain import Command, NewReport, Refusal
+from dispatch.escalation_export import escalations_csv, select_escalations
 from dispatch.queries import (
     IncidentFilter,
     escalations,
@@ -58,13 +61,15 @@ async def token(
     }
 
 
-@router.post("/reports", status_code=201, tags=["reports"])
+@router.post("/reports", status_code=201, tags=["reports"], openapi_extra=REPORT_BODY_DOC)
 async def submit_report(
-    body: ReportIn,
+    request: Request,
     container: ContainerDep,
     actor: CurrentActor,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSON:
+    # JSON body or multipart with photo files (SPEC §4); both are validated by the same ReportIn model.
+    body, uploaded = await read_report(request, container)
     if body.category not in container.categories:
         raise Refusal(
             422,
@@ -89,7 +94,7 @@ async def submit_report(
         address=body.address,
         reporter_name=body.reporter.name if body.reporter else None,
         reporter_phone=body.reporter.phone if body.reporter else None,
-        photos=tuple(body.photos),
+        photos=(*body.photos, *uploaded),
     )
     view = await run_in_threadpool(container.service.submit_report, report, actor, idempotency_key)
     return JSON(view, status_code=201)
@@ -175,7 +180,30 @@ async def escalation_log(
     tier: str | None = None,
     cursor: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> JSON:
+    department: Annotated[str | None, Query(max_length=60)] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Response:
+    if format == "csv" or department:
+        # The supervisor console's filters and export (issue 5): the whole selection as CSV, or by department.
+        filters = {
+            "jurisdiction": jurisdiction,
+            "since": utc(since) if since else None,
+            "until": utc(until) if until else None,
+            "reason": reason,
+            "tier": tier,
+            "department": department,
+        }
+        if format == "csv":
+            return StreamingResponse(
+                iterate_in_threadpool(escalations_csv(container.db, actor, **filters)),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="escalations.csv"'},
+            )
+        return JSON(
+            await run_in_threadpool(
+                lambda: select_escalations(container.db, actor, after_id=cursor, limit=limit, **filters)
+            )
+        )
     page = await run_in_threadpool(
         lambda: escalations(
             container.db,

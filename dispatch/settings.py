@@ -24,6 +24,21 @@ class Settings(BaseSettings):
     ws_heartbeat_seconds: float = 20.0
     page_limit_max: int = 500
     near_boundary_m: float = 200.0  # a report this close outside every grid goes to the nearest grid
+    # Photos (issue 5): stored content-addressed on disk; `photo_dir` defaults to data_dir/photos.
+    photo_dir: Path | None = None
+    photo_max_bytes: int = 5_000_000  # one photo
+    photo_max_count: int = 9  # per report
+    photo_max_pixels: int = 40_000_000  # refuse decompression bombs before decoding
+    photo_thumb_px: int = 320  # longest side of a thumbnail
+    upload_max_bytes: int = 30_000_000  # a whole multipart report with its photos
+    # Pages: an optional intranet tile server, e.g. http://tiles.local/{z}/{x}/{y}.png (empty = no base map).
+    tile_url: str = ""
+    tile_attribution: str = ""
+
+    @property
+    def resolved_photo_dir(self) -> Path:
+        return self.photo_dir or self.data_dir / "photos"
+
 
     @property
     def resolved_database_url(self) -> str:

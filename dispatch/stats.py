@@ -1,0 +1,220 @@
+"""KPIs (SPEC §4 `GET /stats`) and the overdue list, computed from the cases a user may see. Read only.
+
+Definitions (the spec names the KPIs, not their formulas; these are ours, stated once here):
+- period: `[since, until)`, default the current local day (Asia/Shanghai) on the service clock;
+- on-time closure 按期结案率: cases closed in the period that never ran out of time — no `ack_timeout`,
+  `resolve_timeout` or `dept_timeout` entry in the escalation log — over all cases closed in the period;
+- escalation rate by tier: of the cases reported in the period that were ever handled at a tier, the share
+  that left it upwards (timeout or manual escalation);
+- rework 返工率: closed cases with at least one failed verification, over closed cases;
+- mean time to accept: report → first `accept`/`dept_accept`; to resolve: report → closure;
+- satisfaction 满意率: ratings of 4 or 5 over all ratings given to cases closed in the period.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from statistics import fmean
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from dispatch import models as m
+from dispatch.clock import utc
+from dispatch.db import Database
+from dispatch.domain import Actor
+from dispatch.engine import light
+from dispatch.queries import _scope
+from dispatch.service import to_domain
+from grids.directory import JurisdictionTree
+
+LOCAL_TZ = ZoneInfo("Asia/Shanghai")
+FINAL = frozenset({"closed", "rejected", "merged"})
+TIMEOUTS = frozenset({"ack_timeout", "resolve_timeout", "dept_timeout"})
+CLIMBS = frozenset({"ack_timeout", "resolve_timeout", "manual", "severity"})
+TIERS = ("grid", "community", "township", "county")
+
+
+@dataclass(frozen=True)
+class Period:
+    since: datetime
+    until: datetime
+
+    def holds(self, when: datetime | None) -> bool:
+        return when is not None and self.since <= utc(when) < self.until
+
+
+def local_day(now: datetime, days_back: int = 0) -> Period:
+    start = now.astimezone(LOCAL_TZ).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=days_back
+    )
+    return Period(utc(start), utc(start + timedelta(days=1)))
+
+
+@dataclass
+class Selection:
+    incidents: list[m.Incident]
+    log: list[m.EscalationEntry]
+    first_accept: dict[str, datetime]
+
+
+def _rows(db: Database, actor: Actor, jurisdiction: str | None) -> Selection:
+    stmt = _scope(select(m.Incident), actor)
+    if jurisdiction:
+        stmt = (
+            stmt.where(m.Incident.county == jurisdiction)
+            if len(jurisdiction) == 6
+            else stmt.where(m.Incident.grid_code.startswith(jurisdiction))
+        )
+    with db.read() as s:
+        incidents = list(s.execute(stmt).scalars())
+        ids = select(m.Incident.id).where(m.Incident.id.in_(_scope(select(m.Incident.id), actor)))
+        log = list(
+            s.execute(
+                select(m.EscalationEntry)
+                .where(m.EscalationEntry.incident_id.in_(ids))
+                .order_by(m.EscalationEntry.id)
+            ).scalars()
+        )
+        wanted = {i.id for i in incidents}
+        accepts = s.execute(
+            select(m.TimelineEntry.incident_id, m.TimelineEntry.at)
+            .where(m.TimelineEntry.action.in_(("accept", "dept_accept")))
+            .order_by(m.TimelineEntry.id)
+        ).all()
+    first_accept: dict[str, datetime] = {}
+    for incident_id, at in accepts:
+        if incident_id in wanted:
+            first_accept.setdefault(incident_id, utc(at))
+    return Selection(incidents, [e for e in log if e.incident_id in wanted], first_accept)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _minutes(values: list[float]) -> float | None:
+    return round(fmean(values) / 60, 1) if values else None
+
+
+def compute_stats(
+    db: Database, actor: Actor, now: datetime, jurisdiction: str | None = None, period: Period | None = None
+) -> dict[str, Any]:
+    period = period or local_day(now)
+    today = local_day(now)
+    sel = _rows(db, actor, jurisdiction)
+    incidents, log = sel.incidents, sel.log
+    log_by_case: dict[str, list[m.EscalationEntry]] = defaultdict(list)
+    for e in log:
+        log_by_case[e.incident_id].append(e)
+
+    open_cases = [r for r in incidents if r.state not in FINAL]
+    lights = Counter(light(to_domain(r), now) for r in open_cases)
+    reported = [r for r in incidents if period.holds(r.created_at)]
+    closed = [r for r in incidents if r.state == "closed" and period.holds(r.closed_at)]
+    on_time = [r for r in closed if not any(e.reason in TIMEOUTS for e in log_by_case[r.id])]
+    rated = [r.rating for r in closed if r.rating is not None]
+
+    reached: Counter[str] = Counter()
+    climbed: Counter[str] = Counter()
+    for r in reported:
+        entries = log_by_case[r.id]
+        tiers = {r.tier} | {e.to_tier for e in entries} | {e.from_tier for e in entries if e.from_tier}
+        reached.update(tiers)
+        climbed.update(
+            {e.from_tier for e in entries if e.reason in CLIMBS and e.from_tier and e.from_tier != e.to_tier}
+        )
+
+    daily = []
+    for back in range(6, -1, -1):
+        day = local_day(now, back)
+        daily.append(
+            {
+                "date": day.since.astimezone(LOCAL_TZ).date().isoformat(),
+                "reports": sum(day.holds(r.created_at) for r in incidents),
+                "closed": sum(r.state == "closed" and day.holds(r.closed_at) for r in incidents),
+                "escalations": sum(day.holds(e.at) for e in log),
+            }
+        )
+
+    return {
+        "jurisdiction": jurisdiction or (actor.unit_code[:6] if actor.unit_code else None),
+        "now": now.isoformat(),
+        "period": {"since": period.since.isoformat(), "until": period.until.isoformat()},
+        "today": {
+            "reports": sum(today.holds(r.created_at) for r in incidents),
+            "escalations": sum(today.holds(e.at) for e in log),
+            "closed": sum(r.state == "closed" and today.holds(r.closed_at) for r in incidents),
+        },
+        "open": {
+            "total": len(open_cases),
+            "by_state": dict(Counter(r.state for r in open_cases)),
+            "by_tier": dict(Counter(r.tier for r in open_cases)),
+            "by_light": {k: lights.get(k, 0) for k in ("green", "yellow", "red")},
+        },
+        "period_kpis": {
+            "reports": len(reported),
+            "closed": len(closed),
+            "closed_on_time": len(on_time),
+            "on_time_rate": _rate(len(on_time), len(closed)),
+            "rework_rate": _rate(sum(r.rework_count > 0 for r in closed), len(closed)),
+            "satisfaction_rate": _rate(sum(x >= 4 for x in rated), len(rated)),
+            "mean_accept_minutes": _minutes(
+                [
+                    (sel.first_accept[r.id] - utc(r.created_at)).total_seconds()
+                    for r in reported
+                    if r.id in sel.first_accept
+                ]
+            ),
+            "mean_resolve_minutes": _minutes(
+                [(utc(r.closed_at) - utc(r.created_at)).total_seconds() for r in closed]
+            ),
+            "escalation_by_tier": {
+                t: {"reached": reached[t], "escalated": climbed[t], "rate": _rate(climbed[t], reached[t])}
+                for t in TIERS
+            },
+            "by_category": dict(Counter(r.category for r in reported)),
+        },
+        "daily": daily,
+    }
+
+
+def overdue_cases(
+    db: Database,
+    actor: Actor,
+    now: datetime,
+    tree: JurisdictionTree,
+    jurisdiction: str | None = None,
+    limit: int = 200,
+) -> list[dict[str, Any]]:
+    """Open cases past a deadline (their own or a department's), the latest first."""
+    out = []
+    for row in _rows(db, actor, jurisdiction).incidents:
+        if row.state in FINAL:
+            continue
+        inc = to_domain(row)
+        passed = [d for d in inc.deadlines if d.clock != "supervise" and d.due_at <= now]
+        if not passed and not inc.overdue:
+            continue
+        worst = min(passed, key=lambda d: d.due_at) if passed else None
+        unit = inc.unit_at(inc.tier)
+        out.append(
+            {
+                "id": inc.id,
+                "category": inc.category,
+                "severity": inc.severity,
+                "state": inc.state,
+                "tier": inc.tier,
+                "unit": {"code": unit, "name": tree.name(unit)},
+                "clock": worst.clock if worst else sorted(inc.overdue)[0],
+                "due_at": worst.due_at.isoformat() if worst else None,
+                "late_seconds": round((now - worst.due_at).total_seconds(), 1) if worst else 0.0,
+                "light": light(inc, now),
+                "departments": [d.department for d in inc.departments],
+            }
+        )
+    out.sort(key=lambda c: c["late_seconds"], reverse=True)
+    return out[:limit]
