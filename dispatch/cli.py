@@ -96,7 +96,8 @@ def serve(
 
 @app.command()
 def init() -> None:
-    """Create the database (and load the demo county unless GRIDDISPATCH_DEMO=false)."""
+    """Create or upgrade the database schema (Alembic migrations; safe to run while servers start) and load
+    the demo county unless GRIDDISPATCH_DEMO=false. GRIDDISPATCH_DATABASE_URL=postgresql://… for scale-out."""
     settings = Settings()
     _container(settings)
     console.print(f"ready: {settings.resolved_database_url}")
@@ -156,23 +157,30 @@ def log_verify() -> None:
 
 
 @workflows_app.command("show")
-def workflows_show(name: str = "four_stage") -> None:
-    """Print a workflow's states, transitions and Mermaid diagram."""
+def workflows_show(
+    name: Annotated[str, typer.Argument(help="workflow name")] = "four_stage",
+    format: Annotated[str, typer.Option("--format", help="table | mermaid")] = "table",
+) -> None:
+    """Print a workflow: its transitions as a table, or its state diagram as Mermaid."""
     from workflows.definition import load_all
     from workflows.machine import mermaid
 
-    found = [d for (n, _), d in sorted(load_all().items()) if n == name]
+    found = [d for (n, _), d in sorted(load_all().items(), key=lambda kv: kv[0]) if n == name]
     if not found:
         console.print(f"[red]no workflow {name}[/]")
         raise typer.Exit(1)
     d = found[-1]
+    if format == "mermaid":
+        sys.stdout.write(mermaid(d) + "\n")
+        return
+    if format != "table":
+        raise typer.BadParameter("format must be table or mermaid")
     table = Table(title=f"{d.name} v{d.version}: {d.title}")
     for col in ("action", "from", "to", "roles", "conditions"):
         table.add_column(col)
     for t in d.transitions:
         table.add_row(t.trigger, t.source, t.dest or "(same)", ", ".join(t.roles), ", ".join(t.conditions))
     console.print(table)
-    sys.stdout.write(mermaid(d) + "\n")
 
 
 if __name__ == "__main__":
