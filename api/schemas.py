@@ -51,6 +51,14 @@ class DepartmentsIn(BaseModel):
     co: list[str] = Field(default_factory=list, max_length=20)
 
 
+class ExtensionIn(BaseModel):
+    """How much more time a 延期 request asks for."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: int = Field(ge=1, le=10_000)
+    unit: Literal["minutes", "hours", "work_hours", "work_days"]
+
+
 class ActionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: str = Field(min_length=1, max_length=40)
@@ -59,3 +67,4 @@ class ActionIn(BaseModel):
     rating: int | None = Field(default=None, ge=1, le=5)
     target: str | None = Field(default=None, max_length=40)
     expected_version: int | None = Field(default=None, ge=1)
+    extension: ExtensionIn | None = None

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from dispatch import models as m
 from dispatch.auth import hash_password
-from dispatch.clock import Clock, SpeedClock, SystemClock
+from dispatch.clock import Clock, SpeedClock, SystemClock, utc
 from dispatch.db import Database
 from dispatch.service import DispatchService
 from dispatch.settings import Settings
@@ -145,6 +145,17 @@ def load_demo_if_empty(db: Database, say: Progress) -> bool:
                     role=user.role,
                     unit_code=user.unit_code,
                     department=user.department,
+                )
+            )
+        for roster in demo_county.demo_rosters(county, townships[0].code, communities[0].code):
+            s.add(
+                m.DutyRoster(
+                    unit_code=roster.unit,
+                    members=list(roster.members),
+                    shift_hours=roster.shift_hours,
+                    anchor=utc(roster.anchor),  # SQLite keeps no offset: store UTC
+                    window_start=roster.window[0] if roster.window else None,
+                    window_end=roster.window[1] if roster.window else None,
                 )
             )
     say(f"demo county loaded: {len(units)} units, {sum(u.level == 'grid' for u in units)} grids")

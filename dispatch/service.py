@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -36,6 +36,7 @@ from dispatch.domain import (
     Outcome,
     Refusal,
 )
+from dispatch.duplicates import find_duplicates
 from dispatch.ledger import GENESIS, entry_hash
 from dispatch.views import incident_summary, incident_view
 from grids.directory import JurisdictionTree
@@ -75,6 +76,7 @@ class DispatchService:
         self.default_workflow = default_workflow
         self.listeners: list[Listener] = []
         self.calendars = CalendarBook(db)
+        self.duplicate_window_hours = 72.0  # candidates for 重复上报 reported within this window
 
     # ------------------------------------------------------------ workflow lookup
 
@@ -98,7 +100,9 @@ class DispatchService:
 
     def context(self, definition: WorkflowDefinition, county: str, now: datetime) -> engine.Context:
         machine = self.machines[(definition.name, definition.version)]
-        return engine.Context(definition, machine, now, self.calendars.calendar(county), self.calendars.duty())
+        return engine.Context(
+            definition, machine, now, self.calendars.calendar(county), self.calendars.duty()
+        )
 
     # ------------------------------------------------------------ commands
 
@@ -142,7 +146,9 @@ class DispatchService:
                     )
                 committed = self._persist(s, None, outcome, now, report)
                 if routing.near_boundary:
-                    s.execute(update(m.Incident).where(m.Incident.id == incident_id).values(near_boundary=True))
+                    s.execute(
+                        update(m.Incident).where(m.Incident.id == incident_id).values(near_boundary=True)
+                    )
                 view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
                 if idempotency_key:
                     s.add(
@@ -163,7 +169,11 @@ class DispatchService:
                     raise
                 return earlier.response
         self._announce(committed)
-        return view
+        window = timedelta(hours=self.duplicate_window_hours)
+        found = find_duplicates(
+            self.db, view["id"], report.category, report.lon, report.lat, actor, now, window
+        )
+        return {**view, "duplicates": found}
 
     def act(
         self, incident_id: str, command: Command, actor: Actor, expected_version: int | None = None

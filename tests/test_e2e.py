@@ -362,3 +362,53 @@ def test_sigkill_with_a_pending_deadline_escalates_exactly_once_after_restart(
         assert len(escalations) == 1
     finally:
         proc.stop()
+
+
+def test_lights_go_green_yellow_red_and_county_supervision_repeats(
+    tmp_path: Path, demo_template: Path, points: dict[str, Any]
+) -> None:
+    """Issue 4: at clock speed 1800 a major case's 15-minute township ack limit passes in 0.5 s."""
+    shutil.copy(demo_template, tmp_path / "griddispatch.sqlite3")
+    proc = ServerProcess(tmp_path, clock_speed=1800, timer_sweep_seconds=0.5, ws_heartbeat_seconds=2).start()
+    try:
+        api = Api(proc.url)
+
+        async def scenario() -> tuple[str, list[dict[str, Any]]]:
+            async with Screen(proc.ws_url, api.token("supervisor")) as screen:
+                r = api.report("dispatcher", body(points, severity="major"))
+                assert r.status_code == 201, r.text
+                iid = r.json()["id"]
+                created = await screen.wait_for(of(iid, "incident.created"))
+                assert created["data"]["incident"]["light"] == "green"
+                warning = await screen.wait_for(of(iid, "incident.warning"))
+                assert warning["data"]["clock"] == "ack"
+                red = await screen.wait_for(of(iid, "incident.escalated"))
+                assert (red["data"]["reason"], red["data"]["to"]["tier"]) == ("ack_timeout", "county")
+                await screen.wait_for(
+                    lambda m: (
+                        m["incident_id"] == iid and m["type"] == "incident.overdue" and m["data"]["alarm"]
+                    )
+                )
+                # …and again after the repeat interval (30 minutes of limits, one real second).
+                await screen.wait_for(
+                    lambda m: (
+                        m["incident_id"] == iid
+                        and m["type"] == "incident.overdue"
+                        and m["data"]["clock"] == "supervise"
+                    ),
+                    timeout=20,
+                )
+                return iid, screen.events
+
+        iid, events = asyncio.run(scenario())
+        mine = [e["type"] for e in events if e["incident_id"] == iid]
+        assert (
+            mine.index("incident.warning") < mine.index("incident.escalated") < mine.index("incident.overdue")
+        )
+        log = [e for e in api.get("supervisor", "/escalations").json()["items"] if e["incident_id"] == iid]
+        reasons = [e["reason"] for e in log]
+        assert reasons[:4] == ["severity", "urge", "ack_timeout", "supervise"]
+        assert reasons.count("supervise") >= 3  # the township's 督办, then county 督办 repeating
+        assert api.get("supervisor", f"/incidents/{iid}").json()["light"] == "red"
+    finally:
+        proc.stop()

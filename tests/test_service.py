@@ -377,3 +377,74 @@ def test_timer_deadlines_survive_a_restart(
         assert fire_due(again) == 0
     finally:
         again.db.dispose()
+
+
+def test_extension_and_suspension_persist_and_move_the_clocks(
+    container: Container, demo: Demo, clock: FakeClock
+) -> None:
+    c = container
+    iid = c.service.submit_report(demo.report(), demo.actor("dispatcher"))["id"]
+    act(c, demo, iid, "grid", "call_community")
+    resolve_due = next(d["due_at"] for d in detail(c, demo, iid)["deadlines"] if d["clock"] == "resolve")
+    c.service.act(
+        iid,
+        Command("request_extension", note="需物业配合", extension=(1, "work_days")),
+        demo.actor("community"),
+    )
+    with pytest.raises(Refusal) as wrong_tier:
+        act(c, demo, iid, "dispatcher", "approve_extension")
+    assert wrong_tier.value.status == 403  # the tier above the community decides: the township
+    act(c, demo, iid, "township", "approve_extension")
+    extended = next(d["due_at"] for d in detail(c, demo, iid)["deadlines"] if d["clock"] == "resolve")
+    assert extended > resolve_due
+
+    act(c, demo, iid, "community", "request_suspend", note="当事人住院")
+    act(c, demo, iid, "township", "approve_suspend")
+    assert detail(c, demo, iid)["state"] == "suspended"
+    with c.db.read() as s:  # a suspended case has no running timers
+        assert (
+            s.execute(
+                select(m.DeadlineRow).where(
+                    m.DeadlineRow.incident_id == iid, m.DeadlineRow.status == "pending"
+                )
+            ).first()
+            is None
+        )
+    assert advance(c, clock, days=10) == 0  # nothing fires while suspended
+    view = act(c, demo, iid, "community", "resume")
+    assert (view["state"], view["tier"]) == ("community_call", "community")
+    ack = next(d for d in view["deadlines"] if d["clock"] == "ack")
+    assert ack["due_at"] > clock.now().isoformat()  # the ack clock resumed with the time it had left
+
+
+def test_emergency_reports_run_the_emergency_workflow(container: Container, demo: Demo) -> None:
+    view = container.service.submit_report(
+        demo.report(category="emergency", severity="critical"), demo.actor("grid")
+    )
+    assert view["workflow"] == {"name": "emergency", "version": 1}
+    assert (view["state"], view["tier"]) == ("tiered_response", "county")
+    events = events_after(container.db, 0)
+    assert events[0]["data"]["alarm"] is True
+
+
+def test_escalation_notifies_whoever_is_on_duty(container: Container, demo: Demo, clock: FakeClock) -> None:
+    c = container
+    iid = c.service.submit_report(demo.report(), demo.actor("dispatcher"))["id"]  # Monday 17:00 Beijing
+    act(c, demo, iid, "grid", "call_community")
+    notices = [e for e in events_after(c.db, 0) if e["type"] == "incident.notified"]
+    assert [(n["data"]["unit"], n["data"]["on_duty"]) for n in notices] == [(demo.grid[:12], "community")]
+    second = c.service.submit_report(demo.report(), demo.actor("dispatcher"))["id"]
+    clock.advance(__import__("datetime").timedelta(hours=4))  # 21:00: the night shift
+    act(c, demo, second, "grid", "call_community")
+    notices = [e for e in events_after(c.db, 0) if e["type"] == "incident.notified"]
+    assert notices[-1]["data"]["on_duty"] == "community_b"
+
+
+def test_duplicates_come_back_with_the_report(container: Container, demo: Demo) -> None:
+    first = container.service.submit_report(demo.report(), demo.actor("grid"))
+    assert first["duplicates"] == []
+    again = container.service.submit_report(demo.report(), demo.actor("grid"))
+    assert [d["id"] for d in again["duplicates"]] == [first["id"]]
+    assert again["duplicates"][0]["distance_m"] == 0
+    other = container.service.submit_report(demo.report(category="dispute"), demo.actor("grid"))
+    assert other["duplicates"] == []

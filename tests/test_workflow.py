@@ -7,7 +7,8 @@ from the YAML, so a wrong definition or a wrong engine both fail here.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -433,3 +434,34 @@ def test_incidents_keep_their_workflow_version() -> None:
         if d.clock == "ack"
     )
     assert ack_v2.due_at - NOW == 2 * (ack_v1.due_at - NOW)
+
+
+def test_when_nobody_is_on_duty_the_clocks_wait_for_the_next_shift_if_the_workflow_says_so() -> None:
+    import yaml
+
+    from dispatch.duty import DutyBook, Roster
+    from workflows.definition import DEFINITIONS_DIR
+
+    bj = ZoneInfo("Asia/Shanghai")
+    office = Roster(
+        GRID[:12],
+        ("c1", "c2"),
+        datetime(2026, 1, 1, 8, 0, tzinfo=bj),
+        timedelta(hours=12),
+        window=(time(8, 0), time(20, 0)),
+    )
+    night = datetime(2026, 11, 30, 22, 0, tzinfo=bj)
+    raw = yaml.safe_load((DEFINITIONS_DIR / "four_stage.yaml").read_text(encoding="utf-8"))
+    for wait in (False, True):
+        raw["duty"] = {"wait_for_shift": wait}
+        d = parse_definition(raw)
+        c = Context(d, WorkflowMachine(d), night, duty=DutyBook({office.unit: office}))
+        out = decide(case_in("grid_discovery", "grid"), Command("call_community"), ACTORS["grid_worker"], c)
+        notice = next(e for e in out.events if e.type == "incident.notified")
+        ack = next(x for x in out.incident.deadlines if x.clock == "ack")
+        assert notice.data["on_duty"] is None
+        if wait:
+            assert ack.started_at == datetime(2026, 12, 1, 8, 0, tzinfo=bj)  # the office opens at 08:00
+            assert notice.data["next_shift_member"] in ("c1", "c2")
+        else:
+            assert ack.started_at == night
