@@ -164,6 +164,7 @@ async def act(incident_id: str, body: ActionIn, container: ContainerDep, actor: 
         lead=body.departments.lead if body.departments else None,
         co=tuple(body.departments.co) if body.departments else (),
         rating=body.rating,
+        extension=(body.extension.value, body.extension.unit) if body.extension else None,
     )
     view = await run_in_threadpool(container.service.act, incident_id, command, actor, body.expected_version)
     return JSON(view)
