@@ -52,10 +52,11 @@ class Lattice:
     # ------------------------------------------------------------------ lookups
 
     def locate_one(self, geometries: npt.NDArray[np.object_], lon: float, lat: float) -> int:
-        col = math.floor((lon - self.x0) / self.size)
-        row = math.floor((lat - self.y0) / self.size)
-        if not (0 <= col < self.cols and 0 <= row < self.rows):  # also false for NaN
+        fx = (lon - self.x0) / self.size
+        fy = (lat - self.y0) / self.size
+        if not (0 <= fx < self.cols and 0 <= fy < self.rows):  # also false for NaN
             return OUTSIDE
+        col, row = int(fx), int(fy)  # non-negative here, so int() is floor()
         value = int(self.cells[row * self.cols + col])
         if value >= OUTSIDE:
             return value

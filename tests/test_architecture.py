@@ -21,6 +21,10 @@ PURE = [
     "workflows/definition.py",
     "workflows/machine.py",
     "fixtures/subdivide.py",
+    "fixtures/province.py",
+    "grids/lattice.py",
+    "grids/validate.py",
+    "grids/importer.py",
 ]
 FORBIDDEN = (
     "fastapi",
