@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, pages, photos, routes_grids, routes_stats
+from api import errors, pages, photos, routes_duty, routes_grids, routes_stats
 from api.errors import JSON
 from api.hub import EventHub
 from api.routes import health, router
@@ -55,6 +55,7 @@ def create_app(
     app.include_router(pages.router)
     app.include_router(photos.router)
     app.include_router(routes_stats.router)
+    app.include_router(routes_duty.router)
     app.include_router(ws_router)
     # The app-wide body limit; multipart reports with photos get the larger upload limit.
     app.add_middleware(
