@@ -36,6 +36,7 @@ EVENT_FOR_ACTION = {
     "dispatch": "incident.assigned",
     "call_community": "incident.escalated",
     "escalate": "incident.escalated",
+    "skip_escalate": "incident.escalated",
     "auto_escalate": "incident.escalated",
     "merge": "incident.merged",
     "rate": "incident.rated",
@@ -237,6 +238,7 @@ def _subject(incident: Incident, ctx: Context, departments_done: bool) -> Subjec
         reopen_window=ctx.definition.reopen_window,
         pending_request=pending,
         previous_state=incident.suspension.state if incident.suspension else None,
+        severity=incident.severity,
     )
 
 

@@ -78,11 +78,13 @@ FOUR_STAGE: dict[tuple[str, str], dict[str, set[str]]] = {
         **side_flows("county"),
     },
     ("grid_discovery", "grid"): {
-        a: {"grid_worker"} for a in ("accept", "resolve", "call_community", "reject", "merge")
+        a: {"grid_worker"}
+        for a in ("accept", "resolve", "call_community", "reject", "merge", "skip_escalate")
     }
     | side_flows("grid"),
     ("community_call", "community"): {
-        a: {"community_staff"} for a in ("accept", "resolve", "escalate", "return_to_grid", "reject")
+        a: {"community_staff"}
+        for a in ("accept", "resolve", "escalate", "return_to_grid", "reject", "skip_escalate")
     }
     | side_flows("community"),
     ("tiered_response", "township"): {
@@ -168,6 +170,8 @@ def case_in(state: str, tier: str, workflow: str = "four_stage", action: str = "
         departments=(DeptAssignment(URBAN, "lead"),) if state == "coordinated_handling" else (),
         closed_at=NOW if state == "closed" else None,
     )
+    if action == "skip_escalate":
+        inc = inc.evolve(severity="major")  # 越级上报 is for major and critical cases
     inc = inc.evolve(deadlines=start_clocks(inc, ctx(workflow), NOW))
     if action in ("approve_extension", "deny_extension"):
         inc = inc.evolve(pending_request={"kind": "extension", "by": "x", "value": 1, "unit": "work_days"})
@@ -465,3 +469,18 @@ def test_when_nobody_is_on_duty_the_clocks_wait_for_the_next_shift_if_the_workfl
             assert notice.data["next_shift_member"] in ("c1", "c2")
         else:
             assert ack.started_at == night
+
+
+def test_only_severe_cases_may_skip_tiers() -> None:
+    normal = case_in("community_call", "community")
+    with pytest.raises(Refusal) as refused:
+        decide(normal, Command("skip_escalate", note="x"), ACTORS["community_staff"], ctx())
+    assert refused.value.status == 409 and "越级" in refused.value.detail
+    out = decide(
+        normal.evolve(severity="critical"),
+        Command("skip_escalate", note="燃气泄漏"),
+        ACTORS["community_staff"],
+        ctx(),
+    )
+    assert (out.incident.state, out.incident.tier) == ("tiered_response", "county")
+    assert [(e.reason, e.from_tier, e.to_tier) for e in out.log] == [("severity", "community", "county")]

@@ -55,6 +55,7 @@ SIMPLE_CONDITIONS = frozenset(
         "not_rated",
         "within_reopen_window",
         "no_pending_request",
+        "severe",
         "extension_requested",
         "suspend_requested",
     }

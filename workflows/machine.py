@@ -31,6 +31,7 @@ class Subject:
     reopen_window: TimeLimit
     pending_request: str | None = None  # "extension" | "suspend" while one awaits a decision
     previous_state: str | None = None  # where a suspended case resumes
+    severity: str = "normal"
     fired: TransitionSpec | None = field(default=None)
 
 
@@ -46,6 +47,7 @@ _SIMPLE: dict[str, Condition] = {
         s.closed_at is not None and s.now - s.closed_at <= s.reopen_window.as_timedelta()
     ),
     "no_pending_request": lambda s: s.pending_request is None,
+    "severe": lambda s: s.severity in ("major", "critical"),
     "extension_requested": lambda s: s.pending_request == "extension",
     "suspend_requested": lambda s: s.pending_request == "suspend",
 }
@@ -60,6 +62,7 @@ CONDITION_TEXT = {
     "tier_is": "the case is at another tier",
     "handled_in": "the case was handled in another stage",
     "no_pending_request": "a request (延期 or 挂账) is already waiting for a decision",
+    "severe": "only major or critical cases may skip tiers (越级上报)",
     "extension_requested": "no extension (延期) was requested",
     "suspend_requested": "no suspension (挂账) was requested",
     "previous_state": "the case was suspended from another stage",
