@@ -32,7 +32,8 @@ BACKENDS = ["sqlite", "postgresql"]
 def demo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo database built once; tests get copies."""
     directory = tmp_path_factory.mktemp("template")
-    container = build(Settings(data_dir=directory), clock=FakeClock())
+    url = f"sqlite:///{directory / 'griddispatch.sqlite3'}"  # explicit: never a GRIDDISPATCH_DATABASE_URL
+    container = build(Settings(data_dir=directory, database_url=url), clock=FakeClock())
     container.db.dispose()
     for suffix in ("-wal", "-shm"):
         Path(str(directory / "griddispatch.sqlite3") + suffix).unlink(missing_ok=True)
@@ -46,7 +47,9 @@ def pg_server() -> pg.Server:
     problem = server.unreachable()
     if problem:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is unreachable under CI=true ({problem}); .ci/run should have started it")
+            pytest.fail(
+                f"PostgreSQL is unreachable under CI=true ({problem}); .ci/run should have started it"
+            )
         pytest.skip(f"PostgreSQL unreachable: {problem}")
     server.drop_stale()
     return server

@@ -125,3 +125,38 @@ def test_upgrade_is_idempotent_and_concurrent_starts_are_safe(empty_db: Database
         t.join()
     assert errors == []
     assert current_revision(empty_db) == head_revision()
+
+
+def test_processes_starting_together_on_an_empty_database_load_the_demo_once(
+    empty_db: Database, tmp_path: Path
+) -> None:
+    """Every start runs migrations and the first-start demo load: racing starts must all succeed, once."""
+    import threading
+
+    from sqlalchemy import func, select
+
+    from dispatch import models as m
+    from dispatch.bootstrap import build
+    from dispatch.clock import FakeClock
+    from dispatch.settings import Settings
+
+    errors: list[BaseException] = []
+    secrets: list[str] = []
+
+    def start(i: int) -> None:
+        try:
+            c = build(Settings(data_dir=tmp_path / str(i), database_url=empty_db.url), clock=FakeClock())
+            secrets.append(c.jwt_secret)
+            c.db.dispose()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(secrets)) == 1  # tokens from one process are valid on the others
+    with empty_db.read() as s:
+        assert s.execute(select(func.count()).select_from(m.GridGeneration)).scalar_one() == 1
