@@ -125,6 +125,7 @@ async def grids_geojson(
     _actor: CurrentActor,
     level: Annotated[str | None, Query(pattern="^(county|township|community|grid)$")] = None,
     parent: Annotated[str | None, Query(pattern=CODE)] = None,
+    under: Annotated[str | None, Query(pattern=CODE, description="this unit and all below it")] = None,
     generation: Annotated[int | None, Query(ge=1)] = None,
     simplify: Annotated[float, Query(ge=0, le=5000, description="display tolerance in metres")] = 0.0,
 ) -> Response:
@@ -133,7 +134,7 @@ async def grids_geojson(
         raise Refusal(404, "unknown_generation", f"no grid generation {generation}")
 
     def build() -> bytes:
-        rows = generations.unit_rows(container.db, gen, level=level, parent=parent)
+        rows = generations.unit_rows(container.db, gen, level=level, parent=parent, under=under)
         return _feature_collection(rows, simplify, gen)
 
     return Response(await run_in_threadpool(build), media_type="application/geo+json")

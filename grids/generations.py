@@ -134,8 +134,14 @@ def generation_report(db: Database, generation: int) -> dict[str, Any] | None:
 
 
 def unit_rows(
-    db: Database, generation: int, *, level: str | None = None, parent: str | None = None
+    db: Database,
+    generation: int,
+    *,
+    level: str | None = None,
+    parent: str | None = None,
+    under: str | None = None,
 ) -> list[UnitRow]:
+    """Units of a generation; ``under`` keeps a unit and everything below it (codes nest by prefix)."""
     query = select(m.Unit.code, m.Unit.name, m.Unit.level, m.Unit.parent, m.Unit.geometry).where(
         m.Unit.generation == generation
     )
@@ -143,6 +149,8 @@ def unit_rows(
         query = query.where(m.Unit.level == level)
     if parent is not None:
         query = query.where(m.Unit.parent == parent)
+    if under is not None:
+        query = query.where(m.Unit.code.startswith(under, autoescape=True))
     with db.read() as s:
         return [tuple(r) for r in s.execute(query.order_by(m.Unit.code)).all()]  # type: ignore[misc]
 

@@ -214,6 +214,11 @@ def test_geojson_by_level_parent_and_simplified(client: TestClient, container: C
     assert {f["properties"]["code"] for f in grids} == {
         c for c, u in container.tree.units.items() if u.parent == community
     }
+    township = demo.grid[:9]
+    below = client.get("/api/v1/grids", params={"under": township, "level": "grid"}, headers=headers).json()
+    assert {f["properties"]["code"] for f in below["features"]} == {
+        c for c, u in container.tree.units.items() if u.level == "grid" and c.startswith(township)
+    }
     exact = client.get("/api/v1/grids", params={"level": "grid"}, headers=headers)
     simple = client.get("/api/v1/grids", params={"level": "grid", "simplify": 20}, headers=headers)
     assert len(simple.content) < len(exact.content) * 0.8
