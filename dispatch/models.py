@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -219,3 +219,76 @@ class DutyOverride(SQLModel, table=True):
     start: datetime = _ts(nullable=False)
     end: datetime = _ts(nullable=False)
     member: str | None = None  # None: nobody on duty
+
+
+# ---------------------------------------------------------------- interoperability (issue 8)
+
+
+class Open311ApiKey(SQLModel, table=True):
+    """A key a 311/hotline system passes as GeoReport `api_key` to POST requests, bound to one county.
+
+    Deliberately minimal (named for Open311 only) so that general API keys can fold it in later. Only the
+    SHA-256 of the key is stored; the key itself is shown once when it is made."""
+
+    __tablename__ = "open311_api_key"
+    key_hash: str = Field(primary_key=True)
+    label: str = Field(unique=True)  # the client system's name; cases it files have reporter_user open311:<label>
+    county: str
+    created_at: datetime = _ts(nullable=False)
+    active: bool = True
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """An outbound webhook: events of the given types (empty = all, `incident.*` = a prefix) whose
+    jurisdiction path holds `jurisdiction`. `cursor` is the last outbox seq turned into deliveries: it moves
+    in the same transaction that inserts them, so no event is skipped or doubled across restarts."""
+
+    __tablename__ = "webhook_subscription"
+    id: int | None = Field(default=None, primary_key=True)
+    url: str
+    secret: str
+    event_types: list[str] = _json(nullable=False)
+    jurisdiction: str | None = None
+    active: bool = True
+    cursor: int = Field(default=0, sa_type=BigInteger)
+    created_at: datetime = _ts(nullable=False)
+    created_by: str
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one subscription: pending → delivered, or dead (dead letter) after the last attempt.
+    A worker claims it by moving `claimed_until` forward with a conditional UPDATE (a lease), so each
+    attempt is made by one process; a worker that dies loses its lease and another one retries."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_seq", name="uq_webhook_delivery_event"),
+        Index("ix_webhook_delivery_due", "status", "next_attempt_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    subscription_id: int = Field(index=True)
+    event_seq: int = Field(sa_type=BigInteger)
+    event_type: str
+    incident_id: str | None = None
+    status: str = "pending"  # pending | delivered | dead
+    attempts: int = 0
+    next_attempt_at: datetime = _ts(nullable=False)
+    claimed_until: datetime | None = _ts(nullable=True)
+    claimed_by: str | None = None
+    last_error: str | None = None
+    created_at: datetime = _ts(nullable=False)
+    delivered_at: datetime | None = _ts(nullable=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """The delivery log: one row per HTTP attempt, kept when a delivery is replayed."""
+
+    __tablename__ = "webhook_attempt"
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(index=True)
+    attempt: int
+    at: datetime = _ts(nullable=False)
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
+    request_id: str
