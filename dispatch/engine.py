@@ -317,8 +317,10 @@ def decide(incident: Incident, command: Command, actor: Actor, ctx: Context) -> 
         )
     permitted = [t for t in candidates if _role_allows(t.roles, actor, incident)]
     as_reporter = incident.reporter_user == actor.username and any("reporter" in t.roles for t in permitted)
-    if not permitted or not (_acts_here(actor, incident) or as_reporter):
-        raise Refusal(403, "forbidden", f"role {actor.role!r} may not {command.action!r} this case here")
+    if not (_acts_here(actor, incident) or as_reporter):
+        raise Refusal(403, "forbidden", f"this case is outside your jurisdiction ({actor.role})")
+    if not permitted:
+        raise _not_yours(incident, command, actor, definition)
     departments = _departments_after(incident, command, actor)
     done = all(d.status == "completed" for d in departments)
     subject = _subject(incident, ctx, done)
@@ -328,13 +330,24 @@ def decide(incident: Incident, command: Command, actor: Actor, ctx: Context) -> 
         detail = "; ".join(reasons) or "not possible now"
         raise Refusal(409, "illegal_action", f"action {command.action!r} refused: {detail}")
     if fired not in permitted:
-        raise Refusal(
-            403, "forbidden", f"role {actor.role!r} may not {command.action!r} at tier {incident.tier!r}"
-        )
+        raise _not_yours(incident, command, actor, definition)
     _require(command, fired.needs)
     if command.action == "rate" and not (command.rating and 1 <= command.rating <= 5):
         raise Refusal(422, "bad_rating", "rating must be an integer from 1 to 5")
     return _apply(incident, fired, command, actor, ctx, departments)
+
+
+def _not_yours(incident: Incident, command: Command, actor: Actor, definition: WorkflowDefinition) -> Refusal:
+    """403 when the role never takes this action; 409 when it does, but not in this stage or at this tier
+    (the case moved on: reload it)."""
+    if any(actor.role in t.roles for t in definition.transitions if t.trigger == command.action):
+        return Refusal(
+            409,
+            "illegal_action",
+            f"{command.action!r} is not for {actor.role} while the case is in {incident.state!r} "
+            f"at tier {incident.tier!r}",
+        )
+    return Refusal(403, "forbidden", f"role {actor.role!r} may not {command.action!r}")
 
 
 def _apply(

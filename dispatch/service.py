@@ -150,6 +150,10 @@ class DispatchService:
                         update(m.Incident).where(m.Incident.id == incident_id).values(near_boundary=True)
                     )
                 view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
+                window = timedelta(hours=self.duplicate_window_hours)
+                view["duplicates"] = find_duplicates(
+                    self.db, incident_id, report.category, report.lon, report.lat, actor, now, window
+                )
                 if idempotency_key:
                     s.add(
                         m.IdempotencyRecord(
@@ -169,11 +173,7 @@ class DispatchService:
                     raise
                 return earlier.response
         self._announce(committed)
-        window = timedelta(hours=self.duplicate_window_hours)
-        found = find_duplicates(
-            self.db, view["id"], report.category, report.lon, report.lat, actor, now, window
-        )
-        return {**view, "duplicates": found}
+        return view
 
     def act(
         self, incident_id: str, command: Command, actor: Actor, expected_version: int | None = None

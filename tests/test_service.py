@@ -85,11 +85,13 @@ def test_full_path_from_report_to_rating(container: Container, demo: Demo, clock
     events = events_after(c.db, 0)
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(events) + 1))
-    assert [e["type"] for e in events][:4] == [
+    assert [e["type"] for e in events][:6] == [
         "incident.created",
         "incident.warning",
         "incident.escalated",
+        "incident.notified",  # the community's duty officer is named
         "incident.escalated",
+        "incident.notified",  # …and the street centre's
     ]
     assert events[-1]["type"] == "incident.rated"
     assert all(e["jurisdiction"] == [u["code"] for u in view["jurisdiction"]] for e in events)
@@ -227,7 +229,7 @@ def test_illegal_and_forbidden_actions_change_nothing(container: Container, demo
     cases = [
         ("grid", "verify_pass", {}, 409),  # not in verification
         ("grid", "escalate", {}, 409),  # not an action of grid_discovery
-        ("community", "accept", {}, 403),  # the case is at grid tier: only its grid worker accepts
+        ("community", "accept", {}, 409),  # the case is at grid tier: only its grid worker accepts
         ("grid2", "accept", {}, 404),  # another grid's worker may not even see it
         ("township", "call_community", {}, 403),  # wrong role for the stage
         ("grid", "reject", {}, 422),  # reject needs a reason
@@ -393,7 +395,7 @@ def test_extension_and_suspension_persist_and_move_the_clocks(
     )
     with pytest.raises(Refusal) as wrong_tier:
         act(c, demo, iid, "dispatcher", "approve_extension")
-    assert wrong_tier.value.status == 403  # the tier above the community decides: the township
+    assert wrong_tier.value.status == 409  # the tier above the community decides: the township
     act(c, demo, iid, "township", "approve_extension")
     extended = next(d["due_at"] for d in detail(c, demo, iid)["deadlines"] if d["clock"] == "resolve")
     assert extended > resolve_due
