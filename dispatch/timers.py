@@ -87,6 +87,7 @@ class TimerRunner:
         clock: Clock,
         sweep_seconds: float = 5.0,
         horizon_seconds: float = 60.0,
+        claim_batch: int = 200,
     ) -> None:
         self.service = service
         self.clock = clock
@@ -96,6 +97,9 @@ class TimerRunner:
             timezone=UTC, job_defaults={"misfire_grace_time": None, "coalesce": True}
         )
         self.claims = DeadlineClaims(service.db)
+        # A sweep claims at most this many, so after an outage the backlog is shared by the processes
+        # sweeping instead of being taken whole by the first one; a full batch sweeps again a second later.
+        self.claim_batch = claim_batch
         self._scheduled: set[int] = set()
         self._lock = threading.Lock()
         self.fired = 0
@@ -125,19 +129,25 @@ class TimerRunner:
         if soon:
             self._claim_and_schedule(soon)
 
-    def _claim_and_schedule(self, candidates: list[tuple[int, datetime]]) -> None:
+    def _claim_and_schedule(self, candidates: list[tuple[int, datetime]], limit: int | None = None) -> int:
+        """Claim (up to `limit`) of the candidates not scheduled here yet and schedule them; returns how many."""
         with self._lock:
             fresh = [(i, due) for i, due in candidates if i not in self._scheduled]
         if not fresh:
-            return
+            return 0
         try:
             held = set(self.claims.claim([i for i, _ in fresh]))
         except Exception:
             log.exception("could not claim deadlines; the next sweep retries")
-            return
-        for deadline_id, due in fresh:
-            if deadline_id in held:
-                self.schedule(deadline_id, due)
+            return 0
+        taken = [(i, due) for i, due in fresh if i in held]
+        if limit is not None and len(taken) > limit:
+            for deadline_id, _ in taken[limit:]:  # give the rest back for the other processes
+                self.claims.release(deadline_id)
+            taken = taken[:limit]
+        for deadline_id, due in taken:
+            self.schedule(deadline_id, due)
+        return len(taken)
 
     def schedule(self, deadline_id: int, due: datetime) -> None:
         with self._lock:
@@ -174,6 +184,15 @@ class TimerRunner:
         """Claim and schedule every pending deadline due within the horizon that is not scheduled yet."""
         try:
             due = await asyncio.to_thread(pending_deadlines, self.service.db, self._horizon())
-            await asyncio.to_thread(self._claim_and_schedule, due)
+            taken = await asyncio.to_thread(self._claim_and_schedule, due, self.claim_batch)
         except Exception:
             log.exception("deadline sweep failed")
+            return
+        if taken >= self.claim_batch and self.scheduler.running:
+            self.scheduler.add_job(
+                self.sweep,
+                "date",
+                run_date=datetime.now(UTC) + timedelta(seconds=1),
+                id="deadline-sweep-more",
+                replace_existing=True,
+            )
