@@ -100,7 +100,6 @@ async def config(container: ContainerDep, _actor: CurrentActor) -> dict[str, Any
         "units": [
             {"code": u.code, "name": u.name, "level": u.level, "parent": u.parent}
             for u in sorted(tree.units.values(), key=lambda u: u.code)
-            if u.level != "grid"
         ],
         "photo": {
             "max_bytes": settings.photo_max_bytes,

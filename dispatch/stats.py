@@ -4,6 +4,7 @@ Definitions (the spec names the KPIs, not their formulas; these are ours, stated
 - period: `[since, until)`, default the current local day (Asia/Shanghai) on the service clock;
 - on-time closure 按期结案率: cases closed in the period that never ran out of time — no `ack_timeout`,
   `resolve_timeout` or `dept_timeout` entry in the escalation log — over all cases closed in the period;
+- escalations (today, daily): tier changes upwards in the log, not its 督办/催办 records;
 - escalation rate by tier: of the cases reported in the period that were ever handled at a tier, the share
   that left it upwards (timeout or manual escalation);
 - rework 返工率: closed cases with at least one failed verification, over closed cases;
@@ -92,6 +93,11 @@ def _rows(db: Database, actor: Actor, jurisdiction: str | None) -> Selection:
     return Selection(incidents, [e for e in log if e.incident_id in wanted], first_accept)
 
 
+def _climbs(e: m.EscalationEntry) -> bool:
+    """A tier change upwards (timeout, manual or severity), not a 督办/催办 record or a department event."""
+    return e.reason in CLIMBS and e.to_tier != e.from_tier
+
+
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
@@ -124,9 +130,7 @@ def compute_stats(
         entries = log_by_case[r.id]
         tiers = {r.tier} | {e.to_tier for e in entries} | {e.from_tier for e in entries if e.from_tier}
         reached.update(tiers)
-        climbed.update(
-            {e.from_tier for e in entries if e.reason in CLIMBS and e.from_tier and e.from_tier != e.to_tier}
-        )
+        climbed.update({e.from_tier for e in entries if e.from_tier and _climbs(e)})
 
     daily = []
     for back in range(6, -1, -1):
@@ -136,7 +140,7 @@ def compute_stats(
                 "date": day.since.astimezone(LOCAL_TZ).date().isoformat(),
                 "reports": sum(day.holds(r.created_at) for r in incidents),
                 "closed": sum(r.state == "closed" and day.holds(r.closed_at) for r in incidents),
-                "escalations": sum(day.holds(e.at) for e in log),
+                "escalations": sum(day.holds(e.at) for e in log if _climbs(e)),
             }
         )
 
@@ -146,7 +150,8 @@ def compute_stats(
         "period": {"since": period.since.isoformat(), "until": period.until.isoformat()},
         "today": {
             "reports": sum(today.holds(r.created_at) for r in incidents),
-            "escalations": sum(today.holds(e.at) for e in log),
+            "escalations": sum(today.holds(e.at) for e in log if _climbs(e)),
+            "log_entries": sum(today.holds(e.at) for e in log),
             "closed": sum(r.state == "closed" and today.holds(r.closed_at) for r in incidents),
         },
         "open": {

@@ -21,7 +21,9 @@ export const LABELS = {
       escalate: "上报上级", return_to_grid: "退回网格", dispatch: "派遣部门", dept_accept: "部门受理",
       dept_complete: "部门办结", dept_return: "部门退回", verify_pass: "核查通过", verify_fail: "核查不通过",
       rate: "评价", reopen: "重新办理", assign_grid: "分派网格", auto_escalate: "超时自动升级", comment: "备注",
-      urge: "催办", supervise: "督办", overdue: "超时",
+      urge: "催办", supervise: "督办", overdue: "超时督办", warning: "黄灯预警", skip_escalate: "越级上报",
+      request_extension: "申请延期", approve_extension: "批准延期", deny_extension: "驳回延期",
+      request_suspend: "申请挂账", approve_suspend: "批准挂账", deny_suspend: "驳回挂账", resume: "恢复办理",
     },
     reason: {
       ack_timeout: "响应超时", resolve_timeout: "处置超时", manual: "人工上报", severity: "越级上报", rework: "返工",
@@ -32,6 +34,8 @@ export const LABELS = {
       "incident.warning": "黄灯预警", "incident.overdue": "超时督办", "incident.assigned": "分派",
       "incident.merged": "合并", "incident.rated": "评价", "incident.commented": "备注",
       "incident.urged": "催办", "incident.supervised": "督办", "grids.activated": "网格更新",
+      "incident.notified": "值班通知", "incident.suspended": "挂账", "incident.resumed": "恢复办理",
+      "incident.extended": "延期",
     },
   },
   en: {
@@ -49,7 +53,10 @@ export const LABELS = {
       dept_accept: "Dept. accept", dept_complete: "Dept. complete", dept_return: "Dept. return",
       verify_pass: "Verify: pass", verify_fail: "Verify: fail", rate: "Rate", reopen: "Reopen",
       assign_grid: "Assign grid", auto_escalate: "Auto-escalated", comment: "Comment", urge: "Urge",
-      supervise: "Supervise", overdue: "Overdue",
+      supervise: "Supervise", overdue: "Overdue", warning: "Yellow warning", skip_escalate: "Skip a tier",
+      request_extension: "Ask extension", approve_extension: "Approve extension", deny_extension: "Deny extension",
+      request_suspend: "Ask suspension", approve_suspend: "Approve suspension", deny_suspend: "Deny suspension",
+      resume: "Resume",
     },
     reason: {
       ack_timeout: "Ack timeout", resolve_timeout: "Resolve timeout", manual: "Manual", severity: "Severity",
@@ -61,6 +68,8 @@ export const LABELS = {
       "incident.warning": "Warning", "incident.overdue": "Overdue", "incident.assigned": "Assigned",
       "incident.merged": "Merged", "incident.rated": "Rated", "incident.commented": "Comment",
       "incident.urged": "Urged", "incident.supervised": "Supervised", "grids.activated": "Grids updated",
+      "incident.notified": "On duty notified", "incident.suspended": "Suspended", "incident.resumed": "Resumed",
+      "incident.extended": "Extended",
     },
   },
 };
@@ -128,6 +137,7 @@ export function fmtTime(iso, withDate = false) {
 
 export function fmtDuration(seconds) {
   const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return lang() === "en" ? "< 1m" : "不足1分钟";
   const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60);
   if (lang() === "en") return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m`;
   return d ? `${d}天${h}小时` : h ? `${h}小时${m}分` : `${m}分钟`;

@@ -161,7 +161,8 @@ function showResult(view) {
 
 // ------------------------------------------------------------------ my cases
 
-const SKIP_NEEDS = new Set(["target", "departments", "rating"]);
+// Actions that need a choice this page does not offer (a case to merge into, departments, an extension, a rating).
+const SKIP_NEEDS = new Set(["target", "departments", "rating", "extension"]);
 
 // The workflow definition says which actions this role may take in a state; conditions the page can judge
 // from the case are checked here, the rest by the server (which is the authority either way).
@@ -193,6 +194,25 @@ async function loadMine() {
   }
 }
 
+// expected_version guards against acting on a case that moved on. Timers also bump the version (yellow
+// warnings, 督办 records) without moving the case; then the action is retried once on the fresh version, as
+// long as the case is still in the stage and tier the worker saw.
+async function act(view, action, note) {
+  const post = (version) => api(`/api/v1/incidents/${encodeURIComponent(view.id)}/actions`, {
+    method: "POST", json: { action, note, expected_version: version },
+  });
+  try {
+    return await post(view.version);
+  } catch (err) {
+    if (err.code !== "stale_version") throw err;
+    const fresh = await api(`/api/v1/incidents/${encodeURIComponent(view.id)}`);
+    if (fresh.state !== view.state || fresh.tier !== view.tier) {
+      throw new Error(tr("案件已被他人处理，请刷新后再操作", "The case has moved on: refresh and try again"));
+    }
+    return post(fresh.version);
+  }
+}
+
 function caseCard(view) {
   const note = el("input", { class: "note", placeholder: tr("处理说明（部分操作必填）", "Note (needed for some actions)"), maxlength: 2000 });
   const msg = el("p", { class: "msg" });
@@ -203,9 +223,7 @@ function caseCard(view) {
       if (needsNote && !note.value.trim()) { msg.className = "msg bad"; msg.textContent = tr("此操作需要填写说明", "This action needs a note"); return; }
       e.target.disabled = true;
       try {
-        await api(`/api/v1/incidents/${encodeURIComponent(view.id)}/actions`, {
-          method: "POST", json: { action, note: note.value.trim() || undefined, expected_version: view.version },
-        });
+        await act(view, action, note.value.trim() || undefined);
         await loadMine();
       } catch (err) {
         msg.className = "msg bad";

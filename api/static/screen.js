@@ -256,8 +256,9 @@ async function openPanel(id) {
     el("h3", {}, tr("处置时间线", "Timeline")),
     timeline,
   );
+  // Keep the wall's overview: move the map only when the case is out of sight.
   const marker = state.markers.get(id);
-  if (marker) map.panTo(marker.getLatLng());
+  if (marker && !map.getBounds().contains(marker.getLatLng())) map.panTo(marker.getLatLng());
 }
 
 document.getElementById("panel-close").addEventListener("click", () => {
@@ -295,6 +296,16 @@ window.gdStream = stream;
 
 await loadGrids();
 stream.start();
+// A wall screen is resized rarely, a phone rotates: refit the jurisdiction to the new size.
+let resizeTimer = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => {
+    map.invalidateSize();
+    const bounds = gridsLayer.getBounds();
+    if (bounds.isValid()) map.fitBounds(bounds, { padding: [10, 10] });
+  }, 200);
+});
 // Lights turn yellow and red with time, not only with events: reconcile with the server now and then.
 setInterval(() => loadSnapshot().catch(() => {}), 60_000);
 window.gdReady = true;

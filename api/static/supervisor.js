@@ -20,7 +20,7 @@ function fillSelects() {
   const keep = { j: j.value, r: document.getElementById("f-reason").value, t: document.getElementById("f-tier").value, d: document.getElementById("f-department").value };
   const indent = { county: "", township: "　", community: "　　" };
   j.replaceChildren(el("option", { value: "" }, tr("全部", "All")),
-    ...state.config.units.map((u) => el("option", { value: u.code }, `${indent[u.level] || ""}${u.name}`)));
+    ...state.config.units.filter((u) => u.level !== "grid").map((u) => el("option", { value: u.code }, `${indent[u.level] || ""}${u.name}`)));
   document.getElementById("f-reason").replaceChildren(el("option", { value: "" }, tr("全部", "All")),
     ...Object.keys(LABELS.zh.reason).map((r) => el("option", { value: r }, label("reason", r))));
   document.getElementById("f-tier").replaceChildren(el("option", { value: "" }, tr("全部", "All")),
@@ -134,7 +134,9 @@ function svg(tag, attrs = {}, ...children) {
 
 function barChart(container, groups, series, { percent = false } = {}) {
   const W = 600, H = 200, pad = { l: 36, r: 8, t: 10, b: 28 };
-  const max = Math.max(1e-9, ...groups.flatMap((g) => series.map((s) => g.values[s.key] || 0)));
+  const top = Math.max(0, ...groups.flatMap((g) => series.map((s) => g.values[s.key] || 0)));
+  // Counts get whole-number ticks (a multiple of 4); rates run to the next 25 %.
+  const max = percent ? Math.max(0.25, Math.ceil(top * 4) / 4) : Math.max(4, Math.ceil(top / 4) * 4);
   const gw = (W - pad.l - pad.r) / Math.max(1, groups.length);
   const bw = Math.max(4, (gw - 10) / series.length);
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img" });
