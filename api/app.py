@@ -7,15 +7,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, pages, photos, routes_duty, routes_grids, routes_stats
+from api import errors, open311, pages, photos, routes_duty, routes_grids, routes_stats, routes_webhooks
 from api.errors import JSON
 from api.hub import EventHub
+from api.metrics import AppMetrics, RequestMetrics
+from api.metrics import router as metrics_router
 from api.routes import health, router
 from api.ws import router as ws_router
 from dispatch.bootstrap import Container, build
 from dispatch.clock import Clock
 from dispatch.settings import Settings
 from dispatch.timers import TimerRunner
+from dispatch.webhooks import WebhookWorker, WorkerSettings
 
 
 def create_app(
@@ -32,9 +35,16 @@ def create_app(
         await hub.start()
         c.service.listeners.append(hub.poke)
         await timers.start()
+        # Webhooks read the outbox in their own task; a commit only wakes them (never waits for them).
+        webhooks = WebhookWorker(c.db, WorkerSettings.from_settings(settings))
+        app.state.webhooks = webhooks
+        await webhooks.start()
+        c.service.listeners.append(webhooks.poke)
         try:
             yield
         finally:
+            c.service.listeners.remove(webhooks.poke)
+            await webhooks.stop()
             timers.shutdown()
             c.service.listeners.remove(hub.poke)
             await hub.stop()
@@ -56,9 +66,16 @@ def create_app(
     app.include_router(photos.router)
     app.include_router(routes_stats.router)
     app.include_router(routes_duty.router)
+    app.include_router(open311.router)
+    app.include_router(routes_webhooks.router)
+    app.include_router(metrics_router)
+    app.state.metrics = AppMetrics()
+    app.state.metrics.watch(app.state)
     app.include_router(ws_router)
     # The app-wide body limit; multipart reports with photos get the larger upload limit.
     app.add_middleware(
         photos.UploadBodyLimit, limit=settings.max_body_bytes, upload_limit=settings.upload_max_bytes
     )
+    # Outermost: times every request (413s included) and binds the request id the logs carry.
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

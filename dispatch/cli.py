@@ -30,6 +30,16 @@ def _grids_app() -> typer.Typer:
 
 
 app.add_typer(_grids_app(), name="grids")
+
+
+def _ops_apps() -> None:
+    """Interoperability and operations (issue 8): apikeys, webhooks, simulate, report; imported lazily."""
+    from dispatch.cli_ops import register
+
+    register(app)
+
+
+_ops_apps()
 console = Console()
 
 ROLES = [
@@ -84,12 +94,18 @@ def serve(
     console.print(
         f"[bold green]griddispatch serving at {url}[/]  (API docs: {url}/docs, events: ws://{settings.host}:{settings.port}/ws/events)"
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.log_json:  # structured JSON lines with request and case ids (dispatch/logs.py)
+        from dispatch.logs import configure
+
+        configure()
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run(
         create_app(settings, container=container),
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
         ws_per_message_deflate=False,
     )
 

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     # Pages: an optional intranet tile server, e.g. http://tiles.local/{z}/{x}/{y}.png (empty = no base map).
     tile_url: str = ""
     tile_attribution: str = ""
+    # Interoperability and operations (issue 8).
+    webhook_max_attempts: int = 8  # then the delivery is dead-lettered (replay re-queues it)
+    webhook_backoff_seconds: float = 5.0  # first retry delay; doubles per attempt
+    webhook_backoff_max_seconds: float = 3600.0
+    webhook_timeout_seconds: float = 10.0  # per HTTP attempt; a slow receiver only holds its own delivery
+    webhook_poll_seconds: float = 1.0  # safety net besides the after-commit wake-up
+    webhook_concurrency: int = 16  # attempts in flight per process
+    webhook_lease_seconds: float = 120.0  # a claimed delivery is retried elsewhere if its worker dies
+    log_json: bool = True  # structured JSON logs (dispatch/logs.py) from `griddispatch serve`
 
     @property
     def resolved_photo_dir(self) -> Path:
