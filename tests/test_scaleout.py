@@ -221,3 +221,44 @@ def test_two_processes_running_timers_escalate_each_passed_deadline_once(
     finally:
         b.stop()
         c.stop()
+
+
+def race_same_key(containers: list[Container], demo: Demo, key: str) -> list[dict[str, object]]:
+    barrier = threading.Barrier(len(containers))
+    answers: list[dict[str, object]] = []
+    errors: list[BaseException] = []
+
+    def submit(c: Container) -> None:
+        try:
+            barrier.wait()
+            answers.append(c.service.submit_report(demo.report(), demo.actor("dispatcher"), key))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit, args=(c,)) for c in containers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return answers
+
+
+def test_the_same_idempotency_key_racing_on_two_processes_makes_one_case(
+    container: Container, demo: Demo, data_dir: Path
+) -> None:
+    """Two service instances (separate connection pools, as two processes have) get the same key at the same
+    moment: one case is created and both callers get the same answer (the loser reads the winner's)."""
+    from dispatch.bootstrap import build
+    from dispatch.settings import Settings
+
+    other = build(Settings(data_dir=data_dir), clock=container.clock)
+    try:
+        for round_ in range(8):
+            first, second = race_same_key([container, other], demo, f"race-{round_}")
+            assert first == second
+        with container.db.read() as s:
+            assert s.execute(select(func.count()).select_from(m.Incident)).scalar_one() == 8
+            assert s.execute(select(func.count()).select_from(m.IdempotencyRecord)).scalar_one() == 8
+    finally:
+        other.db.dispose()
