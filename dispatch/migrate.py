@@ -23,9 +23,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 
+import migrations
 from dispatch.db import Database
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(migrations.__file__).resolve().parent
 FIRST_REVISION = "0001"
 
 
