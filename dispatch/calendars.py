@@ -28,8 +28,10 @@ class CalendarBook:
         self._duty = DutyBook()
 
     def invalidate(self) -> None:
+        """Reload now (after a change made through the API)."""
         with self._lock:
             self._loaded_at = -1e9
+        self._fresh()
 
     def _fresh(self) -> None:
         with self._lock:
@@ -59,10 +61,13 @@ class CalendarBook:
             self._calendars, self._duty = calendars, DutyBook(rosters)
             self._loaded_at = _time.monotonic()
 
-    def calendar(self, county: str) -> WorkingCalendar:
+    def refresh(self) -> None:
+        """Reload if stale. Call it before opening a write transaction: a load takes a pooled connection, and
+        taking a second one while holding the write lock can deadlock against writers queued for that lock."""
         self._fresh()
+
+    def calendar(self, county: str) -> WorkingCalendar:
         return self._calendars.get(county, DEFAULT_CALENDAR)
 
     def duty(self) -> DutyBook:
-        self._fresh()
         return self._duty

@@ -10,14 +10,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from dispatch import models as m
 from dispatch.clock import utc
-from dispatch.db import Database
 from dispatch.domain import Actor
 
 METRES_PER_DEGREE = 111_320.0
 OPEN_STATES_EXCLUDED = ("closed", "rejected", "merged")
+CANDIDATE_SCAN = 200  # newest candidates looked at; a flood of reports at one spot must not slow intake
 
 
 def radius_for(actor: Actor) -> float:
@@ -32,7 +33,7 @@ def distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 
 def find_duplicates(
-    db: Database,
+    session: Session,
     incident_id: str,
     category: str,
     lon: float,
@@ -54,15 +55,14 @@ def find_duplicates(
         m.Incident.lon.between(lon - dlon, lon + dlon),
         m.Incident.lat.between(lat - dlat, lat + dlat),
     )
-    with db.read() as s:
-        rows = s.execute(stmt).all()
-    found = [
-        {
-            "id": i,
-            "distance_m": round(distance_m(lon, lat, x, y), 1),
-            "state": st,
-            "created_at": utc(c).isoformat(),
-        }
-        for i, x, y, st, c in rows
+    stmt = stmt.order_by(m.Incident.created_at.desc()).limit(CANDIDATE_SCAN)
+    # Read on the caller's connection: inside a write transaction a second pooled connection could wait for
+    # a pool slot held by writers queued behind this one.
+    rows = session.execute(stmt).all()
+    near = sorted(
+        (distance_m(lon, lat, x, y), i, st, c) for i, x, y, st, c in rows if distance_m(lon, lat, x, y) <= radius
+    )[:20]
+    return [
+        {"id": i, "distance_m": round(dist, 1), "state": st, "created_at": utc(c).isoformat()}
+        for dist, i, st, c in near
     ]
-    return sorted((f for f in found if f["distance_m"] <= radius), key=lambda f: f["distance_m"])[:20]

@@ -9,13 +9,13 @@ about it only after the commit (screens, timers); nothing downstream calls back 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from dispatch import engine
 from dispatch import models as m
 from dispatch.access import can_see
+from dispatch.batching import GroupCommitter
 from dispatch.calendars import CalendarBook
 from dispatch.clock import Clock, utc
 from dispatch.codec import deadline_from_json, deadline_to_json, suspension_from_json, suspension_to_json
@@ -55,6 +56,17 @@ class Committed:
     last_seq: int = 0
     new_deadlines: list[tuple[int, datetime]] = field(default_factory=list)
 
+    def absorb(self, other: Committed) -> None:
+        self.last_seq = max(self.last_seq, other.last_seq)
+        self.new_deadlines.extend(other.new_deadlines)
+
+
+@dataclass(frozen=True)
+class _ReportJob:
+    report: NewReport
+    actor: Actor
+    idempotency_key: str | None
+
 
 Listener = Callable[[Committed], None]
 
@@ -76,6 +88,7 @@ class DispatchService:
         self.default_workflow = default_workflow
         self.listeners: list[Listener] = []
         self.calendars = CalendarBook(db)
+        self._intake: GroupCommitter[_ReportJob, dict[str, Any]] = GroupCommitter(self._open_reports)
         self.duplicate_window_hours = 72.0  # candidates for 重复上报 reported within this window
 
     # ------------------------------------------------------------ workflow lookup
@@ -109,10 +122,51 @@ class DispatchService:
     def submit_report(
         self, report: NewReport, actor: Actor, idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        """Route and open a case. With an idempotency key, a retry returns the first answer unchanged."""
-        from dataclasses import replace
+        """Route and open a case; returns once it is committed (group commit with the reports that arrived
+        together). With an idempotency key, a retry returns the first answer unchanged."""
+        return self._intake.submit(_ReportJob(report, actor, idempotency_key))
 
+    def _open_reports(self, jobs: Sequence[_ReportJob]) -> list[dict[str, Any] | BaseException]:
+        """One transaction for a batch of reports, a savepoint each: a refused report fails alone."""
+        self.calendars.refresh()
         tree = self.tree()
+        results: list[dict[str, Any] | BaseException] = []
+        raced: list[int] = []
+        batch = Committed()
+        with self.db.write() as s:
+            for job in jobs:
+                try:
+                    with s.begin_nested():
+                        view, committed = self._open_one(s, tree, job)
+                    results.append(view)
+                    batch.absorb(committed)
+                except IntegrityError as exc:
+                    if not job.idempotency_key:
+                        results.append(exc)
+                        continue
+                    raced.append(
+                        len(results)
+                    )  # another process stored this key first: answer with its result
+                    results.append(exc)
+                except Exception as exc:
+                    results.append(exc)
+        self._announce(batch)
+        for i in raced:
+            job = jobs[i]
+            with self.db.read() as s:
+                earlier = s.get(m.IdempotencyRecord, (job.actor.username, job.idempotency_key))
+            if earlier is not None:
+                results[i] = earlier.response
+        return results
+
+    def _open_one(
+        self, s: Session, tree: JurisdictionTree, job: _ReportJob
+    ) -> tuple[dict[str, Any], Committed]:
+        report, actor, key = job.report, job.actor, job.idempotency_key
+        if key:
+            earlier = s.get(m.IdempotencyRecord, (actor.username, key))
+            if earlier is not None:
+                return earlier.response, Committed()
         # Inside a grid, or snapped to the nearest one when just outside (flagged near_boundary); else triage.
         routing = tree.route(report.lon, report.lat)
         grid = routing.grid_code
@@ -120,65 +174,43 @@ class DispatchService:
             raise Refusal(409, "no_grids", "no grid set is active")
         county = grid[:6] if grid else self._county_for(tree, actor)
         definition = self.definition_for_category(report.category)
-        try:
-            with self.db.write() as s:
-                if idempotency_key:
-                    earlier = s.get(m.IdempotencyRecord, (actor.username, idempotency_key))
-                    if earlier is not None:
-                        return earlier.response
-                now = self.clock.now()
-                incident_id = self._next_incident_id(s, county, now)
-                outcome = engine.open_incident(
-                    incident_id,
-                    report,
-                    grid,
-                    tree.generation if grid else None,
-                    county,
-                    actor,
-                    self.context(definition, county, now),
+        now = self.clock.now()
+        incident_id = self._next_incident_id(s, county, now)
+        outcome = engine.open_incident(
+            incident_id,
+            report,
+            grid,
+            tree.generation if grid else None,
+            county,
+            actor,
+            self.context(definition, county, now),
+        )
+        if routing.near_boundary:
+            where = {"near_boundary": True, "distance_m": round(routing.distance_m, 1)}
+            outcome = replace(
+                outcome,
+                incident=outcome.incident.evolve(near_boundary=True),
+                events=tuple(replace(e, data={**e.data, **where}) for e in outcome.events),
+            )
+        committed = self._persist(s, None, outcome, now, report)
+        view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
+        window = timedelta(hours=self.duplicate_window_hours)
+        view["duplicates"] = find_duplicates(
+            s, incident_id, report.category, report.lon, report.lat, actor, now, window
+        )
+        if key:
+            s.add(
+                m.IdempotencyRecord(
+                    username=actor.username, key=key, incident_id=incident_id, response=view, created_at=now
                 )
-                if routing.near_boundary:
-                    where = {"near_boundary": True, "distance_m": round(routing.distance_m, 1)}
-                    outcome = replace(
-                        outcome,
-                        incident=outcome.incident.evolve(near_boundary=True),
-                        events=tuple(replace(e, data={**e.data, **where}) for e in outcome.events),
-                    )
-                committed = self._persist(s, None, outcome, now, report)
-                if routing.near_boundary:
-                    s.execute(
-                        update(m.Incident).where(m.Incident.id == incident_id).values(near_boundary=True)
-                    )
-                view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
-                window = timedelta(hours=self.duplicate_window_hours)
-                view["duplicates"] = find_duplicates(
-                    self.db, incident_id, report.category, report.lon, report.lat, actor, now, window
-                )
-                if idempotency_key:
-                    s.add(
-                        m.IdempotencyRecord(
-                            username=actor.username,
-                            key=idempotency_key,
-                            incident_id=incident_id,
-                            response=view,
-                            created_at=now,
-                        )
-                    )
-        except IntegrityError:
-            if not idempotency_key:
-                raise
-            with self.db.read() as s:  # a concurrent retry with the same key won the race
-                earlier = s.get(m.IdempotencyRecord, (actor.username, idempotency_key))
-                if earlier is None:
-                    raise
-                return earlier.response
-        self._announce(committed)
-        return view
+            )
+        return view, committed
 
     def act(
         self, incident_id: str, command: Command, actor: Actor, expected_version: int | None = None
     ) -> dict[str, Any]:
         command = self._validated(command, actor)
+        self.calendars.refresh()
 
         def decide(incident: Incident, now: datetime) -> Outcome:
             if expected_version is not None and expected_version != incident.version:
@@ -192,6 +224,7 @@ class DispatchService:
 
     def fire_deadline(self, deadline_id: int) -> bool:
         """A timer went off. Takes effect at most once: the clock row is claimed in the same transaction."""
+        self.calendars.refresh()
         with self.db.read() as s:
             row = s.get(m.DeadlineRow, deadline_id)
             if row is None or row.status != "pending":
@@ -262,14 +295,12 @@ class DispatchService:
         now: datetime,
         report: NewReport | None = None,
     ) -> Committed:
+        # SQLAlchemy Core statements, one per table: building ORM objects costs more than the writes here.
         inc = out.incident
-        last_seq = self._bump(s, EVENT_SEQ, len(out.events)) if out.events else 0
-        first_seq = last_seq - len(out.events) + 1
         values = row_values(inc, now)
         if before is None:
             assert report is not None
-            s.add(m.Incident(**values, **self._report_fields(report)))
-            s.flush()
+            s.execute(insert(m.Incident.__table__), [{**values, **self._report_fields(report)}])
         else:
             done = s.execute(
                 update(m.Incident)
@@ -284,37 +315,48 @@ class DispatchService:
                 )
         if before is None or before.departments != inc.departments:
             self._store_departments(s, inc, before)
-        for t in out.timeline:
-            s.add(
-                m.TimelineEntry(
-                    incident_id=inc.id,
-                    seq=first_seq,
-                    at=t.at,
-                    actor=t.actor,
-                    action=t.action,
-                    from_state=t.from_state,
-                    to_state=t.to_state,
-                    tier=t.tier,
-                    note=t.note,
-                    data=t.data,
-                )
+        new_deadlines = self._store_deadlines(s, before, inc)
+        # The event seq is bumped last: its row lock orders every writer until commit (see _bump).
+        last_seq = self._bump(s, EVENT_SEQ, len(out.events)) if out.events else 0
+        first_seq = last_seq - len(out.events) + 1
+        if out.timeline:
+            s.execute(
+                insert(m.TimelineEntry.__table__),
+                [
+                    {
+                        "incident_id": inc.id,
+                        "seq": first_seq,
+                        "at": t.at,
+                        "actor": t.actor,
+                        "action": t.action,
+                        "from_state": t.from_state,
+                        "to_state": t.to_state,
+                        "tier": t.tier,
+                        "note": t.note,
+                        "data": t.data,
+                    }
+                    for t in out.timeline
+                ],
             )
         if out.log:
             self._append_log(s, inc, out, first_seq)
-        summary = incident_summary(inc, now)
-        for i, e in enumerate(out.events):
-            s.add(
-                m.Event(
-                    seq=first_seq + i,
-                    type=e.type,
-                    at=now,
-                    incident_id=inc.id,
-                    county=inc.county,
-                    jurisdiction=list(inc.jurisdiction),
-                    data={**e.data, "incident": summary},
-                )
+        if out.events:
+            summary = incident_summary(inc, now)
+            s.execute(
+                insert(m.Event.__table__),
+                [
+                    {
+                        "seq": first_seq + i,
+                        "type": e.type,
+                        "at": now,
+                        "incident_id": inc.id,
+                        "county": inc.county,
+                        "jurisdiction": list(inc.jurisdiction),
+                        "data": {**e.data, "incident": summary},
+                    }
+                    for i, e in enumerate(out.events)
+                ],
             )
-        new_deadlines = self._store_deadlines(s, before, inc)
         return Committed(last_seq=last_seq, new_deadlines=new_deadlines)
 
     def _append_log(self, s: Session, inc: Incident, out: Outcome, seq: int) -> None:
@@ -354,41 +396,43 @@ class DispatchService:
         wanted = set(engine.timers(inc))
         if before is not None and set(engine.timers(before)) == wanted:
             return []
-        pending = []
+        table = m.DeadlineRow.__table__
+        have: set[tuple[str, datetime]] = set()
         if before is not None:
-            pending = list(
-                s.execute(
-                    select(m.DeadlineRow).where(
-                        m.DeadlineRow.incident_id == inc.id, m.DeadlineRow.status == "pending"
-                    )
-                ).scalars()
-            )
-        have = set()
-        for row in pending:
-            key = (row.clock, utc(row.due_at))
-            if key in wanted:
-                have.add(key)
-            else:
-                row.status = "cancelled"
-        rows = [m.DeadlineRow(incident_id=inc.id, clock=c, due_at=due) for c, due in sorted(wanted - have)]
-        s.add_all(rows)
-        s.flush()
-        return [(r.id, utc(r.due_at)) for r in rows if r.id is not None]
+            pending = s.execute(
+                select(table.c.id, table.c.clock, table.c.due_at).where(
+                    table.c.incident_id == inc.id, table.c.status == "pending"
+                )
+            ).all()
+            stale = []
+            for row_id, clock, due in pending:
+                key = (clock, utc(due))
+                if key in wanted:
+                    have.add(key)
+                else:
+                    stale.append(row_id)
+            if stale:
+                s.execute(update(table).where(table.c.id.in_(stale)).values(status="cancelled"))
+        fresh = sorted(wanted - have)
+        if not fresh:
+            return []
+        rows = s.execute(
+            insert(table).returning(table.c.id, sort_by_parameter_order=True),
+            [{"incident_id": inc.id, "clock": c, "due_at": due, "status": "pending"} for c, due in fresh],
+        ).all()
+        return [(int(r.id), due) for r, (_, due) in zip(rows, fresh, strict=True)]
 
     def _store_departments(self, s: Session, inc: Incident, before: Incident | None) -> None:
+        table = m.IncidentDepartment.__table__
         if before is not None:
-            s.execute(
-                m.IncidentDepartment.__table__.delete().where(m.IncidentDepartment.incident_id == inc.id)
-            )
-        for d in inc.departments:
-            s.add(m.IncidentDepartment(incident_id=inc.id, department=d.department))
-        # Departments keep seeing a case they once handled: re-add the previous ones.
-        if before is not None:
-            kept = {d.department for d in inc.departments}
-            for d in before.departments:
-                if d.department not in kept:
-                    s.add(m.IncidentDepartment(incident_id=inc.id, department=d.department))
-                    kept.add(d.department)
+            s.execute(table.delete().where(table.c.incident_id == inc.id))
+        # Departments keep seeing a case they once handled: the previous ones stay listed.
+        codes = dict.fromkeys(
+            [d.department for d in inc.departments]
+            + [d.department for d in (before.departments if before else ())]
+        )
+        if codes:
+            s.execute(insert(table), [{"incident_id": inc.id, "department": code} for code in codes])
 
     def _bump(self, s: Session, name: str, by: int = 1) -> int:
         """Increment a named counter and return its new value (row-locked until commit).
@@ -492,6 +536,7 @@ def to_domain(row: m.Incident) -> Incident:
         next_supervise_at=utc(row.next_supervise_at) if row.next_supervise_at else None,
         pending_request=row.pending_request,
         suspension=suspension_from_json(row.suspension),
+        near_boundary=bool(row.near_boundary),
         rework_count=row.rework_count,
         rating=row.rating,
         closed_at=utc(row.closed_at) if row.closed_at else None,
@@ -535,6 +580,7 @@ def row_values(inc: Incident, now: datetime) -> dict[str, Any]:
         "stage_entered_at": inc.stage_entered_at,
         "updated_at": now,
         "version": inc.version,
+        "near_boundary": inc.near_boundary,
     }
 
 

@@ -231,11 +231,6 @@ def test_geojson_by_level_parent_and_simplified(client: TestClient, container: C
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatch/service.py to_domain() does not read incident.near_boundary yet (outside the grids lane); "
-    "the column is stored and the create response shows it",
-)
 def test_near_boundary_flag_is_shown_when_the_case_is_read_back(
     client: TestClient, container: Container, demo: Demo
 ) -> None:
