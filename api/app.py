@@ -30,7 +30,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         c = container or build(settings, clock)
         hub = EventHub(c.db, queue_limit=settings.ws_queue_limit)
-        timers = TimerRunner(c.service, c.clock, sweep_seconds=settings.timer_sweep_seconds)
+        timers = TimerRunner(
+            c.service,
+            c.clock,
+            sweep_seconds=settings.timer_sweep_seconds,
+            claim_batch=settings.timer_claim_batch,
+        )
         app.state.container, app.state.hub, app.state.timers = c, hub, timers
         await hub.start()
         c.service.listeners.append(hub.poke)

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     token_minutes: int = 12 * 60
     max_body_bytes: int = 1_000_000
     timer_sweep_seconds: float = 5.0  # safety net: how often the database is scanned for due deadlines
+    timer_claim_batch: int = 200  # deadlines one sweep may claim, so several processes share a backlog
     ws_queue_limit: int = 1000  # events buffered per screen before it is cut off (1013)
     ws_heartbeat_seconds: float = 20.0
     page_limit_max: int = 500

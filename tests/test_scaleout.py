@@ -170,7 +170,8 @@ def test_two_processes_running_timers_escalate_each_passed_deadline_once(
     """Must show 3: deadlines pass while no server runs; then two processes start together, both sweep the
     same due deadlines, and every case escalates from the grid exactly once."""
     data_dir, url = prepare(backend, tmp_path, request)
-    first, b, c = servers(data_dir, url, 3)
+    # Small claim batches, so the two sweeping processes visibly share the backlog.
+    first, b, c = servers(data_dir, url, 3, timer_claim_batch=4)
     first.start()
     try:
         api = Api(first.url)
