@@ -16,6 +16,7 @@ from api.routes import health, router
 from api.ws import router as ws_router
 from dispatch.bootstrap import Container, build
 from dispatch.clock import Clock
+from dispatch.logs import trace_timers
 from dispatch.settings import Settings
 from dispatch.timers import TimerRunner
 from dispatch.webhooks import WebhookWorker, WorkerSettings
@@ -36,6 +37,7 @@ def create_app(
             sweep_seconds=settings.timer_sweep_seconds,
             claim_batch=settings.timer_claim_batch,
         )
+        trace_timers(timers, c.db)  # each firing logs under its own request id and its case
         app.state.container, app.state.hub, app.state.timers = c, hub, timers
         await hub.start()
         c.service.listeners.append(hub.poke)

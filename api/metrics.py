@@ -14,6 +14,7 @@ WebSocket connections and send-queue depth come from this process's hub.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from dispatch.service import to_domain
 
 log = logging.getLogger("griddispatch.http")
 FINAL = ("closed", "rejected", "merged")
+_CREATED_ID = re.compile(rb'^\{"id":"([0-9A-Za-z-]{1,64})"')
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 router = APIRouter(tags=["ops"])
@@ -188,13 +190,17 @@ class RequestMetrics:
             return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = given if given and len(given) <= 64 and given.isprintable() else new_request_id()
-        status = {"code": 500}
+        status: dict[str, Any] = {"code": 500, "created": None}
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            elif message["type"] == "http.response.body" and status["code"] == 201:
+                # A new case: name it in the access line, so the report's request is found by case id too.
+                found = _CREATED_ID.match(message.get("body", b"")[:200])
+                status["created"] = found.group(1).decode() if found else None
             await send(message)
 
         started = time.perf_counter()
@@ -206,7 +212,7 @@ class RequestMetrics:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "(unmatched)"
                 self.metrics.latency.labels(scope["method"], template, str(status["code"])).observe(elapsed)
-                incident = (scope.get("path_params") or {}).get("incident_id")
+                incident = (scope.get("path_params") or {}).get("incident_id") or status["created"]
                 log.info(
                     "%s %s %s",
                     scope["method"],

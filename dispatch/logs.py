@@ -114,3 +114,26 @@ def bind_incident(incident_id: str | None) -> None:
     """Name the case the current request or task is about (kept until the context ends)."""
     if incident_id:
         incident_id_var.set(incident_id)
+
+
+def trace_timers(runner: Any, db: Any) -> None:
+    """Give each deadline firing its own request id (`timer-<deadline id>`) and the case it belongs to, so
+    the lines it causes (service, engine, webhooks it wakes) carry them. Wraps the runner's `fire`."""
+    from dispatch import models as m
+
+    fire = runner.fire
+
+    async def traced(deadline_id: int, due: Any) -> None:
+        import asyncio
+
+        def case_of() -> str | None:
+            with db.read() as s:
+                row = s.get(m.DeadlineRow, deadline_id)
+                return row.incident_id if row else None
+
+        incident_id = await asyncio.to_thread(case_of)
+        with bound(f"timer-{deadline_id}", incident_id):
+            logging.getLogger("griddispatch.timers").info("deadline %s due", deadline_id)
+            await fire(deadline_id, due)
+
+    runner.fire = traced
