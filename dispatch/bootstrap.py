@@ -15,11 +15,11 @@ from dispatch import models as m
 from dispatch.auth import hash_password
 from dispatch.clock import Clock, SpeedClock, SystemClock, utc
 from dispatch.db import Database
-from dispatch.service import DispatchService
+from dispatch.service import EVENT_SEQ, Committed, DispatchService
 from dispatch.settings import Settings
 from fixtures import demo_county
 from grids.directory import DEFAULT_NEAR_BOUNDARY_M, JurisdictionTree
-from grids.generations import active_generation, load_tree, mark_active
+from grids.generations import active_generation, load_tree, set_active
 from workflows.definition import load_all
 
 Progress = Callable[[str], None]
@@ -91,8 +91,25 @@ def activate_generation(container: Container, generation: int) -> JurisdictionTr
     """
     tree = load_tree(container.db, generation, container.settings.near_boundary_m)
     with _activation:
-        mark_active(container.db, generation)
+        previous = container.tree_holder[0].generation
+        with container.db.write() as s:
+            set_active(s, generation)
+            # Screens redraw their map on grids.activated (SPEC §5). Its seq comes from the one event counter,
+            # in the same transaction as the flag, so it is ordered with every case event and never lost.
+            seq = container.service._bump(s, EVENT_SEQ)
+            s.add(
+                m.Event(
+                    seq=seq,
+                    type="grids.activated",
+                    at=container.clock.now(),
+                    incident_id=None,
+                    county=tree.counties[0] if tree.counties else "",
+                    jurisdiction=list(tree.counties),
+                    data={"generation": generation, "previous": previous, "grids": len(tree.index)},
+                )
+            )
         container.tree_holder[0] = tree
+    container.service._announce(Committed(last_seq=seq))
     return tree
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import shapely
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
 
 from dispatch import models as m
 from dispatch.db import Database
@@ -91,12 +92,17 @@ def store_generation(
     return gen_id
 
 
+def set_active(s: Session, generation: int) -> None:
+    """Move the active flag inside the caller's transaction (which may add the grids.activated event)."""
+    if s.get(m.GridGeneration, generation) is None:
+        raise LookupError(f"no grid generation {generation}")
+    s.execute(update(m.GridGeneration).where(m.GridGeneration.active).values(active=False))
+    s.execute(update(m.GridGeneration).where(m.GridGeneration.id == generation).values(active=True))
+
+
 def mark_active(db: Database, generation: int) -> None:
     with db.write() as s:
-        if s.get(m.GridGeneration, generation) is None:
-            raise LookupError(f"no grid generation {generation}")
-        s.execute(update(m.GridGeneration).where(m.GridGeneration.active).values(active=False))
-        s.execute(update(m.GridGeneration).where(m.GridGeneration.id == generation).values(active=True))
+        set_active(s, generation)
 
 
 def active_generation(db: Database) -> int | None:

@@ -150,6 +150,16 @@ def test_cases_keep_their_generation_and_new_reports_use_the_new_one(
     new_generation = r.json()["generation"]
     assert r.json()["activated"] and new_generation > old_generation
     assert container.tree.generation == new_generation  # swapped live, no restart
+    with container.db.read() as s:
+        events = s.execute(select(m.Event).order_by(m.Event.seq)).scalars().all()
+    activated = events[-1]  # screens redraw their map on it, in seq order with the case events
+    assert activated.type == "grids.activated" and activated.jurisdiction == ["360102"]
+    assert activated.data == {
+        "generation": new_generation,
+        "previous": old_generation,
+        "grids": len(container.tree.index),
+    }
+    assert activated.seq == events[-2].seq + 1
 
     expected = container.tree.locate(lon, lat)
     assert expected is not None and expected != demo.grid  # the redraw moved this point to another grid
