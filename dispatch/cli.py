@@ -107,6 +107,7 @@ def serve(
         log_level="info",
         log_config=None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
         ws_per_message_deflate=False,
+        access_log=settings.access_log,
     )
 
 

@@ -71,6 +71,8 @@ class User(SQLModel, table=True):
 
 
 class Incident(SQLModel, table=True):
+    # Duplicate candidates are looked up per report: same category, newest first (dispatch/duplicates.py).
+    __table_args__ = (Index("ix_incident_category_created", "category", "created_at"),)
     id: str = Field(primary_key=True)
     county: str = Field(index=True)
     workflow: str

@@ -33,11 +33,13 @@ from dispatch.domain import (
     Command,
     DeptAssignment,
     Incident,
+    LogEntry,
     NewReport,
     Outcome,
     Refusal,
 )
 from dispatch.duplicates import find_duplicates
+from dispatch.intake import open_batch
 from dispatch.ledger import GENESIS, entry_hash
 from dispatch.views import incident_summary, incident_view
 from grids.directory import JurisdictionTree
@@ -127,9 +129,22 @@ class DispatchService:
         return self._intake.submit(_ReportJob(report, actor, idempotency_key))
 
     def _open_reports(self, jobs: Sequence[_ReportJob]) -> list[dict[str, Any] | BaseException]:
-        """One transaction for a batch of reports, a savepoint each: a refused report fails alone."""
+        """One transaction for a batch of reports: the bulk path, or if anything in the batch needs care
+        (a refused report, an idempotency race), a savepoint per report."""
         self.calendars.refresh()
         tree = self.tree()
+        try:
+            with self.db.write() as s:
+                views, added, last_seq = open_batch(self, s, tree, jobs)
+        except Exception:
+            log.debug("bulk intake fell back to one savepoint per report", exc_info=True)
+            return self._open_carefully(tree, jobs)
+        self._announce(Committed(last_seq=last_seq, new_deadlines=added))
+        return list(views)
+
+    def _open_carefully(
+        self, tree: JurisdictionTree, jobs: Sequence[_ReportJob]
+    ) -> list[dict[str, Any] | BaseException]:
         results: list[dict[str, Any] | BaseException] = []
         raced: list[int] = []
         batch = Committed()
@@ -361,33 +376,8 @@ class DispatchService:
 
     def _append_log(self, s: Session, inc: Incident, out: Outcome, seq: int) -> None:
         # The event-seq counter bumped above holds the writers in line, so reading the chain's tail is safe.
-        prev = (
-            s.execute(
-                select(m.EscalationEntry.hash).order_by(m.EscalationEntry.id.desc()).limit(1)
-            ).scalar_one_or_none()
-            or GENESIS
-        )
-        for entry in out.log:
-            fields = {
-                "incident_id": inc.id,
-                "seq": seq,
-                "at": entry.at,
-                "county": inc.county,
-                "reason": entry.reason,
-                "actor": entry.actor,
-                "from_state": entry.from_state,
-                "from_tier": entry.from_tier,
-                "from_unit": entry.from_unit,
-                "to_state": entry.to_state,
-                "to_tier": entry.to_tier,
-                "to_unit": entry.to_unit,
-                "late_seconds": round(entry.late_seconds, 3) if entry.late_seconds is not None else None,
-                "note": entry.note,
-            }
-            digest = entry_hash(prev, fields)
-            s.add(m.EscalationEntry(**fields, prev_hash=prev, hash=digest))
-            s.flush()
-            prev = digest
+        rows, _ = log_rows(chain_tail(s), inc, out.log, seq)
+        s.execute(insert(m.EscalationEntry.__table__), rows)
 
     def _store_deadlines(
         self, s: Session, before: Incident | None, inc: Incident
@@ -503,6 +493,40 @@ class DispatchService:
                 raise Refusal(422, "bad_target", f"{command.target} is not a grid of the active generation")
             return Command(**{**command.__dict__, "generation": tree.generation})
         return command
+
+
+def chain_tail(s: Session) -> str:
+    """The hash of the newest escalation-log entry (the genesis hash for an empty log)."""
+    last = s.execute(select(m.EscalationEntry.hash).order_by(m.EscalationEntry.id.desc()).limit(1))
+    return last.scalar_one_or_none() or GENESIS
+
+
+def log_rows(
+    prev: str, inc: Incident, entries: Sequence[LogEntry], seq: int
+) -> tuple[list[dict[str, Any]], str]:
+    """Escalation-log rows chained after `prev`; returns them and the new tail hash."""
+    rows = []
+    for entry in entries:
+        fields = {
+            "incident_id": inc.id,
+            "seq": seq,
+            "at": entry.at,
+            "county": inc.county,
+            "reason": entry.reason,
+            "actor": entry.actor,
+            "from_state": entry.from_state,
+            "from_tier": entry.from_tier,
+            "from_unit": entry.from_unit,
+            "to_state": entry.to_state,
+            "to_tier": entry.to_tier,
+            "to_unit": entry.to_unit,
+            "late_seconds": round(entry.late_seconds, 3) if entry.late_seconds is not None else None,
+            "note": entry.note,
+        }
+        digest = entry_hash(prev, fields)
+        rows.append({**fields, "prev_hash": prev, "hash": digest})
+        prev = digest
+    return rows, prev
 
 
 def engine_actor() -> Actor:

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     ws_queue_limit: int = 1000  # events buffered per screen before it is cut off (1013)
     ws_heartbeat_seconds: float = 20.0
     page_limit_max: int = 500
+    access_log: bool = True  # one line per HTTP request from uvicorn (benchmarks turn it off)
     near_boundary_m: float = 200.0  # a report this close outside every grid goes to the nearest grid
     # Photos (issue 5): stored content-addressed on disk; `photo_dir` defaults to data_dir/photos.
     photo_dir: Path | None = None
@@ -31,7 +32,7 @@ class Settings(BaseSettings):
     photo_max_count: int = 9  # per report
     photo_max_pixels: int = 40_000_000  # refuse decompression bombs before decoding
     photo_thumb_px: int = 320  # longest side of a thumbnail
-    upload_max_bytes: int = 30_000_000  # a whole multipart report with its photos
+    upload_max_bytes: int = 48_000_000  # a whole multipart report: 9 photos at their limit and the rest
     # Pages: an optional intranet tile server, e.g. http://tiles.local/{z}/{x}/{y}.png (empty = no base map).
     tile_url: str = ""
     tile_attribution: str = ""
