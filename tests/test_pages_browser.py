@@ -186,7 +186,11 @@ def test_report_screen_supervisor_and_csv(
     field.select_option("#category", "sanitation")
     field.select_option("#severity", "urgent")
     field.fill("#description", "小区门口垃圾满溢，影响居民通行")
+    # The page refuses what the server would refuse, before uploading it.
+    field.set_input_files("#photos", files=[{"name": "x.gif", "mimeType": "image/gif", "buffer": b"GIF89a"}])
+    expect(field.locator("#form-error")).to_contain_text("格式不支持")
     field.set_input_files("#photos", str(scene_photo(tmp_path / "scene.jpg")))
+    expect(field.locator("#form-error")).to_have_text("")
     expect(field.locator("#previews img")).to_have_count(1)
     field.click("#submit")
     expect(field.locator("#result-id")).to_be_visible()
@@ -277,6 +281,12 @@ def test_report_screen_supervisor_and_csv(
     shoot(supervisor, "supervisor", PHONE)
     field.click('.tab[data-tab="new"]')
     shoot(field, "report", WALL)
+
+    # The English toggle swaps the page's texts without a reload.
+    supervisor.click("#lang")
+    expect(supervisor.locator("h1")).to_have_text("Supervisor console · escalation log and KPIs")
+    supervisor.click("#lang")
+    expect(supervisor.locator("h1")).to_have_text("督查台 · 升级日志与考核")
 
     seqs = seen_seqs(screen)
     assert seqs == sorted(set(seqs)), "the screen handled each event once, in order"
