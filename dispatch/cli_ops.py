@@ -156,11 +156,10 @@ def simulate(
 ) -> None:
     """Drive realistic report traffic at a running server: Poisson arrivals with a daily profile, a category
     mix, a share of cases nobody answers (they escalate), department work, verification and ratings."""
-    from dispatch.simulate import HttpDriver, SimulationConfig, run
+    from dispatch.simulate import SimulationConfig, run
 
     config = SimulationConfig(days=days, per_day=per_day, unanswered=unanswered, seed=seed)
-    driver = HttpDriver(url, password=password, speed=speed)
-    summary = run(config, driver, console=console)
+    summary = run(config, url, speed=speed, password=password, console=console)
     console.print(summary.table())
 
 

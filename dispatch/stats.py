@@ -223,3 +223,63 @@ def overdue_cases(
         )
     out.sort(key=lambda c: c["late_seconds"], reverse=True)
     return out[:limit]
+
+
+# ---------------------------------------------------------------- weekly report (issue 8; additive)
+
+
+def daily_kpis(
+    db: Database, actor: Actor, period: Period, jurisdiction: str | None = None
+) -> list[dict[str, Any]]:
+    """Per local day of the period: reports, closures, on-time closures and escalations (timeouts)."""
+    sel = _rows(db, actor, jurisdiction)
+    timed_out = {e.incident_id for e in sel.log if e.reason in TIMEOUTS}
+    out = []
+    day = local_day(period.since)
+    while day.since < period.until:
+        closed = [r for r in sel.incidents if r.state == "closed" and day.holds(r.closed_at)]
+        out.append(
+            {
+                "date": day.since.astimezone(LOCAL_TZ).date().isoformat(),
+                "reports": sum(day.holds(r.created_at) for r in sel.incidents),
+                "closed": len(closed),
+                "closed_on_time": sum(r.id not in timed_out for r in closed),
+                "escalations": sum(day.holds(e.at) and e.reason in CLIMBS for e in sel.log),
+            }
+        )
+        day = Period(day.until, day.until + timedelta(days=1))
+    return out
+
+
+def grid_ranking(
+    db: Database,
+    actor: Actor,
+    period: Period,
+    tree: JurisdictionTree,
+    jurisdiction: str | None = None,
+    limit: int = 10,
+) -> list[dict[str, Any]]:
+    """Grids by how often their cases ran out of time in the period (worst first): cases reported, cases with
+    a timeout, the timeout share, and the on-time closure rate."""
+    sel = _rows(db, actor, jurisdiction)
+    timed_out = {e.incident_id for e in sel.log if e.reason in TIMEOUTS}
+    per_grid: dict[str, list[m.Incident]] = defaultdict(list)
+    for r in sel.incidents:
+        if r.grid_code and period.holds(r.created_at):
+            per_grid[r.grid_code].append(r)
+    rows = []
+    for grid, cases in per_grid.items():
+        late = sum(r.id in timed_out for r in cases)
+        closed = [r for r in cases if r.state == "closed"]
+        rows.append(
+            {
+                "grid": grid,
+                "name": tree.name(grid),
+                "reports": len(cases),
+                "timed_out": late,
+                "timeout_rate": _rate(late, len(cases)),
+                "on_time_rate": _rate(sum(r.id not in timed_out for r in closed), len(closed)),
+            }
+        )
+    rows.sort(key=lambda g: (-(g["timeout_rate"] or 0), -g["timed_out"], g["grid"]))
+    return rows[:limit]
