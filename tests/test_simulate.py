@@ -4,9 +4,15 @@ day that really escalates the unanswered share and finishes the rest through dep
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +22,7 @@ from api.app import create_app
 from dispatch.bootstrap import Container
 from dispatch.clock import FakeClock
 from dispatch.simulate import CATEGORY_MIX, LOCAL_TZ, Simulation, SimulationConfig, plan_arrivals
+from tests.server import Api, ServerProcess
 from tests.sim_support import FakeClockPacer
 
 START = datetime(2026, 11, 30, 0, 0, tzinfo=LOCAL_TZ).astimezone(UTC)  # a Monday, local midnight
@@ -66,3 +73,45 @@ def test_a_simulated_day_escalates_the_unanswered_and_closes_the_rest(
         from dispatch import models as m
 
         assert s.execute(select(func.count()).select_from(m.Incident)).scalar_one() == summary.reports
+
+
+@pytest.mark.e2e
+def test_the_cli_drives_a_running_server_and_writes_the_weekly_report(
+    demo_template: Path, tmp_path: Path
+) -> None:
+    """`griddispatch simulate` over HTTP against `griddispatch serve` (clock ×3600: an hour a second),
+    then `griddispatch report` on the same database."""
+    shutil.copy(demo_template, tmp_path / "griddispatch.sqlite3")
+    url = f"sqlite:///{tmp_path / 'griddispatch.sqlite3'}"
+    server = ServerProcess(tmp_path, database_url=url, clock_speed=3600, timer_sweep_seconds=0.5).start()
+    env = {**os.environ, "GRIDDISPATCH_DATA_DIR": str(tmp_path), "GRIDDISPATCH_DATABASE_URL": url}
+    try:
+        args = ["--url", server.url, "--days", "0.25", "--per-day", "60", "--speed", "3600", "--seed", "5"]
+        run = subprocess.run(
+            [sys.executable, "-m", "dispatch.cli", "simulate", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "reports" in run.stdout
+        made = int(re.search(r"reports\s*│\s*(\d+)", run.stdout).group(1))  # type: ignore[union-attr]
+        assert made > 0
+        listed = Api(server.url).get("dispatcher", "/incidents", limit=500).json()["items"]
+        assert len(listed) == made
+        assert {i["source"] for i in listed} == {"hotline"}
+    finally:
+        server.stop()
+    out = tmp_path / "weekly-report-360102.html"
+    report = subprocess.run(
+        [sys.executable, "-m", "dispatch.cli", "report", "--out", str(out), "--jurisdiction", "360102"],
+        env={**env, "GRIDDISPATCH_CLOCK_SPEED": "3600"},  # the server's clock, as its operators would run it
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stdout + report.stderr
+    page = out.read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 5
+    assert f"{made} / " in page  # reports / closed card
