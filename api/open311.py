@@ -35,6 +35,7 @@ from dispatch.views import STATE_ZH
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 FINAL = ("closed", "rejected", "merged")
+DISCOVERY_CHANGESET = "2026-11-29T00:00:00Z"  # when this interface last changed
 MAX_RECORDS = 1000
 MAX_RANGE = timedelta(days=90)
 TOKEN_PREFIX = "open311:"  # idempotency key of a posted request = prefix + its token
@@ -79,7 +80,10 @@ def _xml_value(parent: ET.Element, tag: str, value: Any) -> None:
     if isinstance(value, list):
         for item in value:
             child_tag, child = item
-            _xml_dict(el, child_tag, child)
+            if isinstance(child, dict):
+                _xml_dict(el, child_tag, child)
+            else:
+                _xml_value(el, child_tag, child)
     elif isinstance(value, bool):
         el.text = "true" if value else "false"
     elif value is not None:
@@ -327,6 +331,34 @@ def new_report(c: Container, form: dict[str, str]) -> NewReport:
 
 
 # ---------------------------------------------------------------- routes
+
+
+@router.get("/discovery.{fmt}")
+async def discovery(fmt: str, request: Request) -> Response:
+    """Service discovery (Open311), for clients that start from it."""
+
+    async def work() -> Response:
+        base = str(request.base_url).rstrip("/") + router.prefix
+        formats = ["text/xml", "application/json"]
+        endpoint = {
+            "specification": "http://wiki.open311.org/GeoReport_v2",
+            "url": base,
+            "changeset": DISCOVERY_CHANGESET,
+            "type": "production",
+            "formats": formats,
+        }
+        body = {
+            "changeset": DISCOVERY_CHANGESET,
+            "contact": "county command centre (县指挥中心)",
+            "key_service": "griddispatch apikeys add <label> --county <code>",
+            "endpoints": [endpoint],
+        }
+        if fmt == "xml":
+            xml_endpoint = {**endpoint, "formats": [("format", f) for f in formats]}
+            return render("xml", {**body, "endpoints": [("endpoint", xml_endpoint)]}, "discovery", None)
+        return render("json", body, "discovery", None)
+
+    return await guarded(fmt, work)
 
 
 @router.get("/services.{fmt}")

@@ -314,3 +314,23 @@ def test_unknown_format_is_refused(client: TestClient) -> None:
     r = client.get(f"{BASE}/services.csv")
     assert r.status_code == 400
     assert r.json()[0]["code"] == 400
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_discovery_names_the_endpoint_and_formats(client: TestClient, fmt: str) -> None:
+    r = client.get(f"{BASE}/discovery.{fmt}")
+    assert r.status_code == 200
+    if fmt == "json":
+        d = r.json()
+        assert list(d) == ["changeset", "contact", "key_service", "endpoints"]
+        (endpoint,) = d["endpoints"]
+        formats = endpoint["formats"]
+    else:
+        top = ET.fromstring(r.content)
+        assert top.tag == "discovery"
+        (el,) = top.findall("endpoints/endpoint")
+        endpoint = {c.tag: c.text for c in el if c.tag != "formats"}
+        formats = [f.text for f in el.findall("formats/format")]
+    assert endpoint["specification"] == "http://wiki.open311.org/GeoReport_v2"
+    assert endpoint["url"].endswith("/open311/v2") and endpoint["type"] == "production"
+    assert formats == ["text/xml", "application/json"]
