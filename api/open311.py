@@ -28,7 +28,7 @@ from dispatch import models as m
 from dispatch.bootstrap import Container
 from dispatch.clock import utc
 from dispatch.domain import SEVERITIES, NewReport, Refusal
-from dispatch.logs import bind_incident
+from dispatch.logs import bind_incident, redact
 from dispatch.open311_keys import holder_of
 from dispatch.service import to_domain
 from dispatch.views import STATE_ZH
@@ -210,7 +210,7 @@ def service_request(c: Container, row: m.Incident, departments: dict[str, str]) 
         "status_notes": notes,
         "service_name": c.categories.get(inc.category, inc.category),
         "service_code": inc.category,
-        "description": row.description,
+        "description": redact(row.description),  # public: a phone number typed into the text is masked
         "agency_responsible": agency,
         "service_notice": None,
         "requested_datetime": w3(inc.created_at),

@@ -54,7 +54,11 @@ def _owned(container: ContainerDep, actor: Actor, subscription_id: int) -> m.Web
     _admin(actor)
     with container.db.read() as s:
         sub = s.get(m.WebhookSubscription, subscription_id)
-    if sub is None or not sees_jurisdiction(actor, sub.jurisdiction or (actor.unit_code or "")[:6]):
+    # A subscription without a jurisdiction (made with the CLI) belongs to unbound admins only.
+    visible = sub is not None and (
+        sees_jurisdiction(actor, sub.jurisdiction) if sub.jurisdiction else actor.unit_code is None
+    )
+    if sub is None or not visible:
         raise Refusal(404, "not_found", f"no webhook subscription {subscription_id}")
     return sub
 
