@@ -25,6 +25,7 @@ from dispatch.queries import (
     incident_detail,
     list_incidents,
     verify_escalation_log,
+    verify_timelines,
 )
 from grids.coords import to_wgs84
 from workflows.machine import mermaid
@@ -226,11 +227,19 @@ async def escalation_verify(container: ContainerDep, actor: CurrentActor) -> dic
     if actor.role not in ("supervisor", "admin", "county_dispatcher"):
         raise Refusal(403, "forbidden", "only supervisors, dispatchers and admins may check the log chain")
     check = await run_in_threadpool(verify_escalation_log, container.db)
+    timelines, broken_case = await run_in_threadpool(verify_timelines, container.db)
     return {
-        "ok": check.ok,
+        "ok": check.ok and timelines.ok,
         "entries": check.entries,
         "first_broken_id": check.first_broken_id,
         "problem": check.problem,
+        "timelines": {
+            "ok": timelines.ok,
+            "entries": timelines.entries,
+            "first_broken_id": timelines.first_broken_id,
+            "incident_id": broken_case,
+            "problem": timelines.problem,
+        },
     }
 
 

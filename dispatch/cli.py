@@ -161,16 +161,25 @@ def users_add(
 
 @log_app.command("verify")
 def log_verify() -> None:
-    """Check the escalation log's hash chain; exit 1 and name the first broken entry if tampered."""
-    from dispatch.queries import verify_escalation_log
+    """Check the hash chains of the escalation log and of every case's timeline; exit 1 and name the first
+    broken entry if anything was edited, deleted or reordered."""
+    from dispatch.queries import verify_escalation_log, verify_timelines
 
     container = _container(Settings())
     check = verify_escalation_log(container.db)
+    timelines, case = verify_timelines(container.db)
     if check.ok:
         console.print(f"[green]escalation log intact[/]: {check.entries} entries")
-        return
-    console.print(f"[red]escalation log broken at entry {check.first_broken_id}[/]: {check.problem}")
-    raise typer.Exit(1)
+    else:
+        console.print(f"[red]escalation log broken at entry {check.first_broken_id}[/]: {check.problem}")
+    if timelines.ok:
+        console.print(f"[green]case timelines intact[/]: {timelines.entries} entries")
+    else:
+        console.print(
+            f"[red]timeline of {case} broken at entry {timelines.first_broken_id}[/]: {timelines.problem}"
+        )
+    if not (check.ok and timelines.ok):
+        raise typer.Exit(1)
 
 
 @workflows_app.command("show")
@@ -198,6 +207,21 @@ def workflows_show(
     for t in d.transitions:
         table.add_row(t.trigger, t.source, t.dest or "(same)", ", ".join(t.roles), ", ".join(t.conditions))
     console.print(table)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmark suite (bench/, from a source checkout): `griddispatch bench [--quick] [--only a,b]`."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "__main__.py").exists():
+        console.print("[red]the benchmark suite lives in the source checkout (bench/); run it from there[/]")
+        raise typer.Exit(1)
+    sys.path.insert(0, str(root))
+    from bench.__main__ import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
 
 
 if __name__ == "__main__":

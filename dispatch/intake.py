@@ -22,6 +22,7 @@ from dispatch import engine
 from dispatch import models as m
 from dispatch.domain import Outcome
 from dispatch.duplicates import find_duplicates
+from dispatch.ledger import GENESIS
 from dispatch.views import incident_summary, incident_view
 from grids.directory import JurisdictionTree
 
@@ -41,7 +42,7 @@ def open_batch(
 ) -> tuple[list[dict[str, Any]], list[tuple[int, datetime]], int]:
     """Write every report of `jobs` in the open transaction `s`; returns their views in order, the deadlines
     added and the last event seq. Raises on anything the careful path must handle."""
-    from dispatch.service import EVENT_SEQ, LOCAL_TZ, chain_tail, log_rows, row_values
+    from dispatch.service import EVENT_SEQ, LOCAL_TZ, chain_tail, log_rows, row_values, timeline_rows
 
     now = service.clock.now()
     answers: dict[int, dict[str, Any]] = {}
@@ -134,21 +135,8 @@ def open_batch(
     for o in opened:
         inc = o.outcome.incident
         summary = incident_summary(inc, now)
-        for t in o.outcome.timeline:
-            timeline.append(
-                {
-                    "incident_id": inc.id,
-                    "seq": seq,
-                    "at": t.at,
-                    "actor": t.actor,
-                    "action": t.action,
-                    "from_state": t.from_state,
-                    "to_state": t.to_state,
-                    "tier": t.tier,
-                    "note": t.note,
-                    "data": t.data,
-                }
-            )
+        rows, _ = timeline_rows(GENESIS, inc.id, o.outcome.timeline, seq)
+        timeline.extend(rows)
         if o.outcome.log:
             rows, tail = log_rows(tail, inc, o.outcome.log, seq)
             log.extend(rows)

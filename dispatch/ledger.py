@@ -24,7 +24,10 @@ def _canonical(value: Any) -> Any:
 
 def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     body = json.dumps(
-        {k: _canonical(v) for k, v in sorted(fields.items())}, ensure_ascii=False, separators=(",", ":")
+        {k: _canonical(v) for k, v in sorted(fields.items())},
+        ensure_ascii=False,
+        separators=(",", ":"),
+        sort_keys=True,  # nested data (timeline details) may come back from the database in another order
     )
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 

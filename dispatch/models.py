@@ -132,6 +132,9 @@ class TimelineEntry(SQLModel, table=True):
     tier: str
     note: str | None = None
     data: dict[str, Any] = _json(nullable=False)
+    # Each case's timeline is hash-chained on its own: an entry holds the hash of the case's previous entry.
+    prev_hash: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    hash: str = Field(default="", sa_column_kwargs={"server_default": ""})
 
 
 class EscalationEntry(SQLModel, table=True):
@@ -234,7 +237,9 @@ class Open311ApiKey(SQLModel, table=True):
 
     __tablename__ = "open311_api_key"
     key_hash: str = Field(primary_key=True)
-    label: str = Field(unique=True)  # the client system's name; cases it files have reporter_user open311:<label>
+    label: str = Field(
+        unique=True
+    )  # the client system's name; cases it files have reporter_user open311:<label>
     county: str
     created_at: datetime = _ts(nullable=False)
     active: bool = True

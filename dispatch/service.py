@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dispatch import engine
+from dispatch import domain, engine
 from dispatch import models as m
 from dispatch.access import can_see
 from dispatch.batching import GroupCommitter
@@ -334,24 +334,9 @@ class DispatchService:
         last_seq = self._bump(s, EVENT_SEQ, len(out.events)) if out.events else 0
         first_seq = last_seq - len(out.events) + 1
         if out.timeline:
-            s.execute(
-                insert(m.TimelineEntry.__table__),
-                [
-                    {
-                        "incident_id": inc.id,
-                        "seq": first_seq,
-                        "at": t.at,
-                        "actor": t.actor,
-                        "action": t.action,
-                        "from_state": t.from_state,
-                        "to_state": t.to_state,
-                        "tier": t.tier,
-                        "note": t.note,
-                        "data": t.data,
-                    }
-                    for t in out.timeline
-                ],
-            )
+            prev = GENESIS if before is None else timeline_tail(s, inc.id)
+            rows, _ = timeline_rows(prev, inc.id, out.timeline, first_seq)
+            s.execute(insert(m.TimelineEntry.__table__), rows)
         if out.log:
             self._append_log(s, inc, out, first_seq)
         if out.events:
@@ -498,6 +483,52 @@ def chain_tail(s: Session) -> str:
     """The hash of the newest escalation-log entry (the genesis hash for an empty log)."""
     last = s.execute(select(m.EscalationEntry.hash).order_by(m.EscalationEntry.id.desc()).limit(1))
     return last.scalar_one_or_none() or GENESIS
+
+
+TIMELINE_HASHED = (
+    "incident_id",
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "from_state",
+    "to_state",
+    "tier",
+    "note",
+    "data",
+)
+
+
+def timeline_tail(s: Session, incident_id: str) -> str:
+    table = m.TimelineEntry.__table__
+    last = s.execute(
+        select(table.c.hash).where(table.c.incident_id == incident_id).order_by(table.c.id.desc()).limit(1)
+    )
+    return last.scalar_one_or_none() or GENESIS
+
+
+def timeline_rows(
+    prev: str, incident_id: str, entries: Sequence[domain.TimelineEntry], seq: int
+) -> tuple[list[dict[str, Any]], str]:
+    """Timeline rows chained after `prev` (the case's previous entry); returns them and the new tail."""
+    rows = []
+    for t in entries:
+        fields = {
+            "incident_id": incident_id,
+            "seq": seq,
+            "at": t.at,
+            "actor": t.actor,
+            "action": t.action,
+            "from_state": t.from_state,
+            "to_state": t.to_state,
+            "tier": t.tier,
+            "note": t.note,
+            "data": t.data,
+        }
+        digest = entry_hash(prev, fields)
+        rows.append({**fields, "prev_hash": prev, "hash": digest})
+        prev = digest
+    return rows, prev
 
 
 def log_rows(

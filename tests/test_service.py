@@ -450,3 +450,29 @@ def test_duplicates_come_back_with_the_report(container: Container, demo: Demo) 
     assert again["duplicates"][0]["distance_m"] == 0
     other = container.service.submit_report(demo.report(category="dispute"), demo.actor("grid"))
     assert other["duplicates"] == []
+
+
+def test_tampering_with_a_case_timeline_is_detected_and_the_cli_says_so(
+    container: Container, demo: Demo, data_dir: Any
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from dispatch.queries import verify_timelines
+
+    c = container
+    iid = c.service.submit_report(demo.report(), demo.actor("dispatcher"))["id"]
+    act(c, demo, iid, "grid", "accept")
+    act(c, demo, iid, "grid", "resolve", note="已清理")
+    assert verify_timelines(c.db)[0].ok
+    env = {**os.environ, "GRIDDISPATCH_DATA_DIR": str(data_dir)}
+    cli = [sys.executable, "-m", "dispatch.cli", "log", "verify"]
+    assert subprocess.run(cli, env=env, capture_output=True, text=True).returncode == 0
+    with c.db.write() as s:
+        s.execute(text("UPDATE timeline SET note = '从未处理' WHERE action = 'resolve'"))
+    check, case = verify_timelines(c.db)
+    assert (check.ok, case) == (False, iid)
+    result = subprocess.run(cli, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "broken" in result.stdout and iid in result.stdout
