@@ -178,8 +178,8 @@ def render(data: dict[str, Any]) -> str:
         ),
         chart_bars(
             [g["name"] or g["grid"] for g in worst] or ["—"],
-            [g["timed_out"] for g in worst] or [0],
-            "超时最多的网格 Grids with most timeouts",
+            [(g["timeout_rate"] or 0) * 100 for g in worst] or [0],
+            "超时率最高的网格 Grids by share of cases timed out (%)",
             "#8e44ad",
         ),
         chart_lights(data["open"]["by_light"]),
@@ -210,7 +210,7 @@ img {{ max-width: 100%; margin: .6rem .6rem 0 0; vertical-align: top; }}
 <table><tr><th>tier</th><th>reached</th><th>escalated</th><th>rate</th></tr>{tier_rows}</table>
 <h2>事件类型 Top categories</h2>
 <table><tr><th>类型</th><th>code</th><th>reports</th></tr>{category_rows}</table>
-<h2>超时最多的网格 Worst grids</h2>
+<h2>超时率最高的网格 Worst grids</h2>
 <table><tr><th>网格</th><th>code</th><th>reports</th><th>timed out</th><th>timeout rate</th><th>on-time closure</th></tr>{grid_rows}</table>
 <p style="color:#888">KPI definitions: dispatch/stats.py (the same as GET /api/v1/stats).</p>
 </body></html>
