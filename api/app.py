@@ -7,7 +7,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, open311, pages, photos, routes_duty, routes_grids, routes_stats, routes_webhooks
+from api import (
+    errors,
+    open311,
+    pages,
+    photos,
+    ratelimit,
+    routes_duty,
+    routes_grids,
+    routes_stats,
+    routes_webhooks,
+)
 from api.errors import JSON
 from api.hub import EventHub
 from api.metrics import AppMetrics, RequestMetrics
@@ -83,6 +93,7 @@ def create_app(
     app.add_middleware(
         photos.UploadBodyLimit, limit=settings.max_body_bytes, upload_limit=settings.upload_max_bytes
     )
-    # Outermost: times every request (413s included) and binds the request id the logs carry.
+    app.add_middleware(ratelimit.RateLimit, per_token=settings.rate_per_token, per_ip=settings.rate_per_ip)
+    # Outermost: times every request (413s and 429s included) and binds the request id the logs carry.
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

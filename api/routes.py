@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
@@ -15,7 +16,8 @@ from api.errors import JSON
 from api.photos import REPORT_BODY_DOC, read_report
 from api.schemas import ActionIn
 from dispatch import models as m
-from dispatch.auth import issue_token, verify_password
+from dispatch.access import READ_ONLY_ROLES, sees_jurisdiction
+from dispatch.auth import issue_screen_token, issue_token, verify_password
 from dispatch.clock import utc
 from dispatch.domain import Command, NewReport, Refusal
 from dispatch.escalation_export import escalations_csv, select_escalations
@@ -62,6 +64,32 @@ async def token(
     }
 
 
+class ScreenTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jurisdiction: str = Field(pattern=r"^\d{6}(\d{3}){0,3}$")
+    days: int = Field(default=30, ge=1, le=90)
+
+
+SCREEN_ISSUERS = frozenset({"admin", "county_dispatcher", "supervisor", "township_staff", "community_staff"})
+
+
+@router.post("/auth/screen-token", tags=["auth"])
+async def screen_token(body: ScreenTokenIn, container: ContainerDep, actor: CurrentActor) -> dict[str, Any]:
+    """A read-only token for a wall screen, bound to one jurisdiction inside the issuer's own."""
+    if actor.role not in SCREEN_ISSUERS or not sees_jurisdiction(actor, body.jurisdiction):
+        raise Refusal(403, "forbidden", "you may issue screen tokens only for your own jurisdiction")
+    if body.jurisdiction not in container.tree.units:
+        raise Refusal(422, "unknown_unit", f"{body.jurisdiction} is not a unit of the active grid set")
+    now = datetime.now().astimezone()
+    token = issue_screen_token(actor.username, body.jurisdiction, container.jwt_secret, now, body.days)
+    return {
+        "access_token": token,
+        "token_type": "bearer",
+        "jurisdiction": body.jurisdiction,
+        "days": body.days,
+    }
+
+
 @router.post("/reports", status_code=201, tags=["reports"], openapi_extra=REPORT_BODY_DOC)
 async def submit_report(
     request: Request,
@@ -69,6 +97,8 @@ async def submit_report(
     actor: CurrentActor,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSON:
+    if actor.role in READ_ONLY_ROLES:
+        raise Refusal(403, "read_only", "a screen token reads; it cannot submit reports")
     # JSON body or multipart with photo files (SPEC §4); both are validated by the same ReportIn model.
     body, uploaded = await read_report(request, container)
     if body.category not in container.categories:

@@ -30,6 +30,13 @@ class ReportIn(BaseModel):
     photos: list[str] = Field(default_factory=list, max_length=9)
     coord_sys: Literal["wgs84", "gcj02", "bd09"] = Field(default="wgs84", description="coordinate system of lon/lat; stored as WGS-84")
 
+    @field_validator("lon", "lat", mode="before")
+    @classmethod
+    def not_a_boolean(cls, v: object) -> object:
+        if isinstance(v, bool):  # JSON true/false would otherwise pass as 1.0/0.0
+            raise ValueError("coordinates must be numbers")
+        return v
+
     @field_validator("lon", "lat")
     @classmethod
     def finite(cls, v: float) -> float:

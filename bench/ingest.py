@@ -87,7 +87,7 @@ def run(quick: bool = False) -> list[Figure]:
         bare.terminate()
         bare.wait(10)
 
-    server = ServerProcess(data, access_log="false", log_json="false").start()
+    server = ServerProcess(data, access_log="false", log_json="false", rate_per_token=0, rate_per_ip=0).start()
     screens = None
     try:
         token = Api(server.url).token("dispatcher")

@@ -40,3 +40,19 @@ def read_token(token: str, secret: str) -> dict[str, Any] | None:
         return jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
     except jwt.PyJWTError:
         return None
+
+
+SCREEN_SCOPE = "screen"
+
+
+def issue_screen_token(issuer: str, jurisdiction: str, secret: str, now: datetime, days: int) -> str:
+    """A read-only token for a wall screen, bound to one jurisdiction; it carries who issued it, and stops
+    working when that user is disabled."""
+    claims = {
+        "sub": issuer,
+        "scope": SCREEN_SCOPE,
+        "jur": jurisdiction,
+        "iat": int(now.timestamp()),
+        "exp": int((now + timedelta(days=days)).timestamp()),
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -108,6 +108,7 @@ def serve(
         log_config=None if settings.log_json else uvicorn.config.LOGGING_CONFIG,
         ws_per_message_deflate=False,
         access_log=settings.access_log,
+        ws_max_size=settings.ws_max_message_bytes,
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from dispatch import models as m
-from dispatch.access import COUNTY_WIDE_ROLES, can_see
+from dispatch.access import COUNTY_WIDE_ROLES, SYSTEM_CLIENT_ROLES, can_see
 from dispatch.clock import utc
 from dispatch.db import Database
 from dispatch.domain import Actor
@@ -43,6 +43,8 @@ def _scope(stmt: Any, actor: Actor) -> Any:
             m.IncidentDepartment.department == actor.department
         )
         return stmt.where(m.Incident.id.in_(mine))
+    if actor.role in SYSTEM_CLIENT_ROLES:
+        return stmt.where(m.Incident.reporter_user == actor.username)
     if actor.unit_code is None:
         return stmt.where(False)
     if actor.role in COUNTY_WIDE_ROLES:

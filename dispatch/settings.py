@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     ws_queue_limit: int = 1000  # events buffered per screen before it is cut off (1013)
     ws_heartbeat_seconds: float = 20.0
     page_limit_max: int = 500
+    rate_per_token: float = 200.0  # requests/s per bearer token or API key (0: off)
+    rate_per_ip: float = 1000.0  # requests/s per client address (0: off)
+    ws_max_message_bytes: int = 65536  # a screen only sends its hello; anything bigger is refused
     access_log: bool = True  # one line per HTTP request from uvicorn (benchmarks turn it off)
     near_boundary_m: float = 200.0  # a report this close outside every grid goes to the nearest grid
     # Photos (issue 5): stored content-addressed on disk; `photo_dir` defaults to data_dir/photos.

@@ -415,3 +415,21 @@ def test_lights_go_green_yellow_red_and_county_supervision_repeats(
         assert api.get("supervisor", f"/incidents/{iid}").json()["light"] == "red"
     finally:
         proc.stop()
+
+
+def test_the_server_log_holds_no_phone_numbers_and_no_tokens(
+    server: ServerProcess, points: dict[str, Any]
+) -> None:
+    """Runs last in this module: everything above went through this server (reports with a reporter's phone,
+    logins, WebSocket hellos carrying tokens)."""
+    import re
+
+    api = Api(server.url)
+    api.report("dispatcher", body(points, reporter={"name": "赵六", "phone": "13912345678"}))
+    time.sleep(0.5)
+    log = server.log.read_text(encoding="utf-8", errors="replace")
+    assert log, "the server wrote no log"
+    assert "13812341234" not in log and "13912345678" not in log
+    assert re.search(r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}", log) is None, "a JWT reached the log"
+    for token in api.tokens.values():
+        assert token not in log
