@@ -31,19 +31,28 @@ log = logging.getLogger(__name__)
 EventFilter = Callable[[dict[str, Any]], bool]
 
 
+# Markers a connection's sender reads from its queue besides events (real seqs are >= 1).
+TOO_SLOW = -1  # the hub cut the screen off: close with 1013
+CLOSED = -2  # the screen went away: stop sending
+HEARTBEAT = 0  # nothing was sent for a while: send a heartbeat
+
+
 @dataclass(eq=False)
 class Subscriber:
+    """A screen's send queue. The hub puts the same encoded text for every screen (encoded once per event);
+    the connection's one sender task takes it out, so a broadcast costs a put and a wake-up per screen."""
+
     accepts: EventFilter
     limit: int
-    queue: asyncio.Queue[tuple[int, bytes]] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[int, str]] = field(default_factory=asyncio.Queue)
     overflowed: bool = False
 
-    def offer(self, seq: int, event: dict[str, Any], encoded: bytes) -> None:
+    def offer(self, seq: int, event: dict[str, Any], encoded: str) -> None:
         if self.overflowed or not self.accepts(event):
             return
         if self.queue.qsize() >= self.limit:
             self.overflowed = True
-            self.queue.put_nowait((-1, b""))  # wakes the sender, which closes with 1013
+            self.queue.put_nowait((TOO_SLOW, ""))  # wakes the sender, which closes with 1013
             return
         self.queue.put_nowait((seq, encoded))
 
@@ -132,5 +141,6 @@ class EventHub:
                 return
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    return orjson.dumps(event)
+def encode(event: dict[str, Any]) -> str:
+    """The event as the text frame every screen gets (encoded once, shared by all)."""
+    return orjson.dumps(event).decode()

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from api.deps import actor_for_token
-from api.hub import EventFilter, encode
+from api.hub import CLOSED, HEARTBEAT, TOO_SLOW, EventFilter, Subscriber, encode
 from dispatch.access import COUNTY_WIDE_ROLES, sees_jurisdiction
 from dispatch.bootstrap import Container
 from dispatch.domain import Actor
@@ -85,7 +85,12 @@ async def events(ws: WebSocket) -> None:
     accepts = event_filter(actor, jurisdiction)
     sub, live_after = hub.subscribe(accepts)
     sent = since if since is not None else live_after
+    # One sender (this task) reads the queue; the reader and the heartbeat only put markers into it, so a
+    # live event costs this connection one queue wake-up and one send.
     reader = asyncio.create_task(_read_until_closed(ws))
+    reader.add_done_callback(lambda _: sub.queue.put_nowait((CLOSED, "")))
+    activity = [asyncio.get_running_loop().time()]
+    beat = asyncio.create_task(_heartbeat(sub, container.settings.ws_heartbeat_seconds, activity))
     try:
         await ws.send_text(orjson.dumps({"type": "welcome", "seq": live_after}).decode())
         while since is not None and sent < live_after:
@@ -94,35 +99,43 @@ async def events(ws: WebSocket) -> None:
                 break
             for event in batch:
                 if accepts(event):
-                    await ws.send_text(encode(event).decode())
+                    await ws.send_text(encode(event))
             sent = batch[-1]["seq"]
         sent = max(sent, live_after)
-        heartbeat = container.settings.ws_heartbeat_seconds
-        while not reader.done():
-            getter = asyncio.ensure_future(sub.queue.get())
-            done, _ = await asyncio.wait(
-                {getter, reader}, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter not in done:
-                getter.cancel()
-                if reader.done():
-                    break
+        while True:
+            seq, text = await sub.queue.get()
+            if seq > sent:
+                await ws.send_text(text)
+                sent = seq
+                activity[0] = asyncio.get_running_loop().time()
+            elif seq == HEARTBEAT:
                 await ws.send_text(orjson.dumps({"type": "heartbeat", "seq": sent}).decode())
-                continue
-            seq, payload = getter.result()
-            if seq < 0:
+                activity[0] = asyncio.get_running_loop().time()
+            elif seq == TOO_SLOW:
                 await ws.close(1013, "too slow: reconnect with since")
                 break
-            if seq > sent:
-                await ws.send_text(payload.decode())
-                sent = seq
+            elif seq == CLOSED:
+                break
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         hub.unsubscribe(sub)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        for task in (beat, reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _heartbeat(sub: Subscriber, every: float, activity: list[float]) -> None:
+    """Ask the sender for a heartbeat after `every` seconds without anything sent."""
+    loop = asyncio.get_running_loop()
+    while True:
+        idle = loop.time() - activity[0]
+        if idle >= every:
+            sub.queue.put_nowait((HEARTBEAT, ""))
+            activity[0] = loop.time()  # one request per quiet period, even if the sender is busy
+            idle = 0.0
+        await asyncio.sleep(every - idle)
 
 
 async def _read_until_closed(ws: WebSocket) -> None:
