@@ -1,33 +1,27 @@
 """The pages served by the app itself (command-centre screen, supervisor console, field report page).
 
 Everything a page needs — HTML, scripts, styles, the map library, icons — is served from `api/static`, so the
-pages work on an intranet without internet access. Grid polygons come from our own GeoJSON; a base map is
-drawn only when an intranet tile server is configured (`GRIDDISPATCH_TILE_URL`).
+pages work on an intranet without internet access. Grid polygons come from our own GeoJSON (`GET /api/v1/grids`);
+a base map is drawn only when an intranet tile server is configured (`GRIDDISPATCH_TILE_URL`).
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import shapely
-from fastapi import APIRouter, Query
-from shapely.geometry import mapping
+from fastapi import APIRouter
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse
 
 from api.deps import ContainerDep, CurrentActor
-from api.errors import JSON
 from dispatch import models as m
 from dispatch.domain import Refusal
-from grids.directory import JurisdictionTree
 
 STATIC = Path(__file__).resolve().parent / "static"
 router = APIRouter()
-METRES_PER_DEGREE = 111_320.0  # good enough to turn a simplification tolerance into degrees
-# HTML is re-read on every deploy; scripts and styles may be cached briefly (they are small).
+# Pages and their files are revalidated on every load (ETag / Last-Modified): a deploy shows at once.
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 
@@ -55,7 +49,7 @@ async def static(path: str) -> FileResponse:
     target = (STATIC / path).resolve()
     if not target.is_file() or not target.is_relative_to(STATIC):
         raise Refusal(404, "not_found", f"no file {path}")
-    return FileResponse(target, headers={"Cache-Control": "no-cache"})
+    return FileResponse(target, headers=NO_CACHE)
 
 
 # ---------------------------------------------------------------- small JSON helpers for the pages
@@ -109,36 +103,3 @@ async def config(container: ContainerDep, _actor: CurrentActor) -> dict[str, Any
         "tiles": {"url": settings.tile_url, "attribution": settings.tile_attribution},
         "clock_speed": settings.clock_speed,
     }
-
-
-@router.get("/api/v1/pages/grids.geojson", tags=["pages"])
-async def grids_geojson(
-    container: ContainerDep,
-    _actor: CurrentActor,
-    level: Literal["county", "township", "community", "grid"] = "grid",
-    simplify: Annotated[float, Query(ge=0, le=500, description="tolerance in metres")] = 5.0,
-) -> JSON:
-    """Unit polygons of the active generation as GeoJSON (WGS-84), simplified for drawing."""
-    tree = container.tree
-    return JSON(await run_in_threadpool(_geojson, tree, tree.generation, level, simplify))
-
-
-@lru_cache(maxsize=16)
-def _geojson(tree: JurisdictionTree, generation: int, level: str, simplify: float) -> dict[str, Any]:
-    """Cached per tree and generation: the active tree is read-only, a new generation is a new tree."""
-    tolerance = simplify / METRES_PER_DEGREE
-    features = []
-    for u in sorted(tree.units.values(), key=lambda u: u.code):
-        if u.level != level:
-            continue
-        geometry = (
-            shapely.simplify(u.geometry, tolerance, preserve_topology=True) if tolerance else u.geometry
-        )
-        features.append(
-            {
-                "type": "Feature",
-                "properties": {"code": u.code, "name": u.name, "level": u.level, "parent": u.parent or ""},
-                "geometry": mapping(shapely.set_precision(geometry, 1e-6)),
-            }
-        )
-    return {"type": "FeatureCollection", "generation": generation, "features": features}

@@ -66,16 +66,14 @@ def test_static_files_stay_inside_the_static_folder(client: TestClient) -> None:
         assert client.get(bad).status_code == 404, bad
 
 
-def test_grid_geojson_for_the_map(client: TestClient, demo: Demo) -> None:
-    assert client.get("/api/v1/pages/grids.geojson").status_code == 401
-    fc = client.get("/api/v1/pages/grids.geojson?simplify=5", headers=login(client, "dispatcher")).json()
-    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == len(demo.tree.index)
-    f = fc["features"][0]
-    assert len(f["properties"]["code"]) == 15 and f["geometry"]["type"] in ("Polygon", "MultiPolygon")
-    towns = client.get("/api/v1/pages/grids.geojson?level=township", headers=login(client, "grid")).json()
-    assert {x["properties"]["level"] for x in towns["features"]} == {"township"}
+def test_who_am_i_and_reference_data(client: TestClient, demo: Demo) -> None:
+    assert client.get("/api/v1/pages/me").status_code == 401
     me = client.get("/api/v1/pages/me", headers=login(client, "grid")).json()
     assert me["role"] == "grid_worker" and me["unit"]["code"] == demo.grid and me["county"] == "360102"
+    cfg = client.get("/api/v1/pages/config", headers=login(client, "grid")).json()
+    assert cfg["categories"]["sanitation"] == "环境卫生" and cfg["photo"]["max_count"] == 9
+    assert cfg["departments"]["360102.urban"] == "城管局" and cfg["tiles"] == {"url": "", "attribution": ""}
+    assert {u["level"] for u in cfg["units"]} == {"county", "township", "community", "grid"}
 
 
 def _close(container: Container, demo: Demo, iid: str, handler: str) -> None:

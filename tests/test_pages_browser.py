@@ -180,7 +180,9 @@ def test_report_screen_supervisor_and_csv(
     expect(screen.locator("#conn")).to_have_class("status live")
     field = sign_in(phone.new_page(), server.url + "/report", "grid")
 
-    # The grid worker reports from the phone: GPS location, category, text, a photo.
+    # The grid worker reports from the phone: a tap on the map or the GPS fix, category, text, a photo.
+    field.locator("#map").click()  # the map opens on the worker's own grid: its centre is a place in it
+    expect(field.locator("#where")).to_contain_text("地图选点")
     field.click("#locate")
     expect(field.locator("#where")).to_contain_text(demo_points["grid_name"])
     field.select_option("#category", "sanitation")
@@ -292,6 +294,7 @@ def test_report_screen_supervisor_and_csv(
     assert seqs == sorted(set(seqs)), "the screen handled each event once, in order"
     assert any(urlsplit(u).scheme == "ws" for u in net.urls), "the screen used the WebSocket"
     assert any(u.endswith("/static/vendor/leaflet/leaflet.js") for u in net.urls)
+    assert any("/api/v1/grids?level=grid" in u for u in net.urls), "the map draws our own grid GeoJSON"
     assert net.outside == [], f"requests left 127.0.0.1: {net.outside}"
     for context in (wall, phone, office):
         context.close()

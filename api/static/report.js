@@ -51,7 +51,7 @@ function showTab(name) {
 
 const map = L.map("map", { attributionControl: Boolean(state.config.tiles.url) });
 if (state.config.tiles.url) L.tileLayer(state.config.tiles.url, { attribution: state.config.tiles.attribution, maxZoom: 19 }).addTo(map);
-const grids = await api("/api/v1/pages/grids.geojson?level=grid&simplify=5");
+const grids = await api("/api/v1/grids?level=grid&simplify=5");
 let mine = null;
 const gridLayer = L.geoJSON(grids, {
   style: (f) => ({ color: "#5d8fc4", weight: f.properties.code === state.me.unit.code ? 2.5 : 0.6, fillColor: f.properties.code === state.me.unit.code ? "#3fa7ff" : "#3d6a99", fillOpacity: f.properties.code === state.me.unit.code ? 0.35 : 0.08 }),

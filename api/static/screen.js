@@ -50,8 +50,8 @@ const markerLayer = L.layerGroup().addTo(map);
 
 async function loadGrids() {
   const [grids, townships] = await Promise.all([
-    api("/api/v1/pages/grids.geojson?level=grid&simplify=5"),
-    api("/api/v1/pages/grids.geojson?level=township&simplify=10"),
+    api("/api/v1/grids?level=grid&simplify=5"),
+    api("/api/v1/grids?level=township&simplify=10"),
   ]);
   gridsLayer.clearLayers();
   state.gridLayers.clear();
