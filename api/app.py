@@ -76,6 +76,7 @@ def create_app(
         default_response_class=JSON,
     )
     errors.install(app)
+    errors.document_errors(app)
     app.include_router(health)
     app.include_router(router)
     app.include_router(routes_grids.router)

@@ -9,7 +9,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatch.domain import Refusal
@@ -17,8 +17,9 @@ from dispatch.domain import Refusal
 log = logging.getLogger(__name__)
 
 
-class JSON(Response):
-    """JSON rendered by orjson (fast, and handles datetimes)."""
+class JSON(JSONResponse):
+    """JSON rendered by orjson (fast, and handles datetimes). A JSONResponse, so the OpenAPI schema describes
+    routes' bodies as JSON."""
 
     media_type = "application/json"
 
@@ -113,3 +114,39 @@ async def _send_413(send: Send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def document_errors(app: FastAPI) -> None:
+    """Our 422 body is `{"detail": [{"field", "message"}], "code"}` like every other error; say so in the
+    OpenAPI schema instead of FastAPI's default validation-error shape."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = plain()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ValidationError"] = {
+            "title": "ValidationError",
+            "type": "object",
+            "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["field", "message"],
+        }
+        components["HTTPValidationError"] = {
+            "title": "HTTPValidationError",
+            "type": "object",
+            "properties": {
+                "detail": {
+                    "anyOf": [
+                        {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                        {"type": "string"},
+                    ]
+                },
+                "code": {"type": "string"},
+            },
+            "required": ["detail", "code"],
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -168,7 +168,11 @@ class DispatchCollector(Collector):
         yield states
 
 
-@router.get("/metrics", include_in_schema=True)
+@router.get(
+    "/metrics",
+    include_in_schema=True,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     registry = request.app.state.metrics.registry

@@ -201,7 +201,11 @@ async def act(incident_id: str, body: ActionIn, container: ContainerDep, actor: 
     return JSON(view)
 
 
-@router.get("/escalations", tags=["supervision"])
+@router.get(
+    "/escalations",
+    tags=["supervision"],
+    responses={200: {"content": {"application/json": {}, "text/csv": {"schema": {"type": "string"}}}}},
+)
 async def escalation_log(
     container: ContainerDep,
     actor: CurrentActor,
@@ -210,7 +214,7 @@ async def escalation_log(
     until: datetime | None = None,
     reason: str | None = None,
     tier: str | None = None,
-    cursor: Annotated[int | None, Query(ge=0)] = None,
+    cursor: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     department: Annotated[str | None, Query(max_length=60)] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",

@@ -90,6 +90,7 @@ async def who_is_on_duty(
     if not sees_jurisdiction(actor, unit):
         raise Refusal(404, "not_found", f"no roster for {unit}")
     when = utc(at) if at else container.clock.now()
+    await run_in_threadpool(container.service.calendars.refresh)
     book = container.service.calendars.duty()
     roster = book.roster(unit)
 

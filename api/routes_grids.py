@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import orjson
 import shapely
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -22,6 +22,9 @@ from grids import generations
 from grids.directory import JurisdictionTree
 from grids.importer import BoundaryFileError, read_boundary_bytes
 from grids.validate import DEFAULT_TOLERANCE_M2, validate_units
+
+MAX_ID = 2**31 - 1  # database integer ids: a bigger number is a 422, not an overflow
+GenerationId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 router = APIRouter(prefix="/api/v1", tags=["grids"])
 
@@ -70,7 +73,7 @@ async def locate(
     lon: Annotated[float, Query(ge=-180, le=180, allow_inf_nan=False)],
     lat: Annotated[float, Query(ge=-90, le=90, allow_inf_nan=False)],
     generation: Annotated[
-        int | None, Query(ge=1, description="a past generation; default the active one")
+        int | None, Query(ge=1, le=MAX_ID, description="a past generation; default the active one")
     ] = None,
 ) -> JSON:
     tree = container.tree if generation is None else await run_in_threadpool(_past.get, container, generation)
@@ -119,14 +122,14 @@ def _feature_collection(rows: list[generations.UnitRow], simplify_m: float, gene
     return head + b",".join(parts) + b"]}"
 
 
-@router.get("/grids")
+@router.get("/grids", responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}})
 async def grids_geojson(
     container: ContainerDep,
     _actor: CurrentActor,
     level: Annotated[str | None, Query(pattern="^(county|township|community|grid)$")] = None,
     parent: Annotated[str | None, Query(pattern=CODE)] = None,
     under: Annotated[str | None, Query(pattern=CODE, description="this unit and all below it")] = None,
-    generation: Annotated[int | None, Query(ge=1)] = None,
+    generation: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     simplify: Annotated[float, Query(ge=0, le=5000, description="display tolerance in metres")] = 0.0,
 ) -> Response:
     gen = generation or container.tree.generation
@@ -147,7 +150,7 @@ async def list_generations(container: ContainerDep, _actor: CurrentActor) -> JSO
 
 
 @router.get("/grids/generations/{generation}/report")
-async def generation_report(generation: int, container: ContainerDep, _actor: CurrentActor) -> JSON:
+async def generation_report(generation: GenerationId, container: ContainerDep, _actor: CurrentActor) -> JSON:
     report = await run_in_threadpool(generations.generation_report, container.db, generation)
     if report is None:
         raise Refusal(404, "unknown_generation", f"no validation report for generation {generation}")
@@ -158,8 +161,8 @@ async def generation_report(generation: int, container: ContainerDep, _actor: Cu
 async def diff(
     container: ContainerDep,
     _actor: CurrentActor,
-    from_generation: Annotated[int, Query(alias="from", ge=1)],
-    to_generation: Annotated[int, Query(alias="to", ge=1)],
+    from_generation: Annotated[int, Query(alias="from", ge=1, le=MAX_ID)],
+    to_generation: Annotated[int, Query(alias="to", ge=1, le=MAX_ID)],
 ) -> JSON:
     for g in (from_generation, to_generation):
         if not generations.exists(container.db, g):
@@ -170,7 +173,7 @@ async def diff(
 
 
 @router.post("/grids/generations/{generation}/activate")
-async def activate(generation: int, container: ContainerDep, actor: CurrentActor) -> JSON:
+async def activate(generation: GenerationId, container: ContainerDep, actor: CurrentActor) -> JSON:
     """Switch routing to a stored generation (also the way back to an earlier one)."""
     _require_admin(actor)
     if not generations.exists(container.db, generation):

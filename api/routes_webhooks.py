@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, HttpUrl
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +14,8 @@ from dispatch import models as m
 from dispatch import webhooks
 from dispatch.access import sees_jurisdiction
 from dispatch.domain import Actor, Refusal
+
+SubscriptionId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
@@ -92,7 +94,7 @@ async def list_subscriptions(container: ContainerDep, actor: CurrentActor) -> JS
 
 
 @router.delete("/{subscription_id}")
-async def unsubscribe(subscription_id: int, container: ContainerDep, actor: CurrentActor) -> JSON:
+async def unsubscribe(subscription_id: SubscriptionId, container: ContainerDep, actor: CurrentActor) -> JSON:
     _owned(container, actor, subscription_id)
     await run_in_threadpool(webhooks.deactivate, container.db, subscription_id)
     return JSON({"id": subscription_id, "active": False})
@@ -100,7 +102,7 @@ async def unsubscribe(subscription_id: int, container: ContainerDep, actor: Curr
 
 @router.get("/{subscription_id}/deliveries")
 async def deliveries(
-    subscription_id: int,
+    subscription_id: SubscriptionId,
     container: ContainerDep,
     actor: CurrentActor,
     status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
@@ -114,7 +116,11 @@ async def deliveries(
 
 @router.post("/{subscription_id}/replay")
 async def replay(
-    subscription_id: int, body: ReplayIn, request: Request, container: ContainerDep, actor: CurrentActor
+    subscription_id: SubscriptionId,
+    body: ReplayIn,
+    request: Request,
+    container: ContainerDep,
+    actor: CurrentActor,
 ) -> JSON:
     """Queue again the dead letters, or every matching event in (since_seq, until_seq]."""
     _owned(container, actor, subscription_id)

@@ -172,11 +172,8 @@ def test_hostile_coordinates_are_refused_never_a_server_error(
     body = json.dumps({"lon": lon, "lat": lat, "category": "sanitation", "description": "x"}, allow_nan=True)
     r = client.post("/api/v1/reports", content=body, headers={**headers, "content-type": "application/json"})
     assert r.status_code < 500, r.text
-    valid = (
-        all(isinstance(v, float) and math.isfinite(v) for v in (lon, lat))
-        and abs(lon) <= 180
-        and abs(lat) <= 90
-    )
+    x, y = _as_coordinate(lon), _as_coordinate(lat)
+    valid = x is not None and y is not None and abs(x) <= 180 and abs(y) <= 90
     if r.status_code == 201:
         assert valid  # only real coordinates are stored (far away ones go to triage)
         assert count(container, m.Incident.__table__) == before + 1
@@ -194,3 +191,14 @@ def test_locate_refuses_nan_and_infinities(client: TestClient) -> None:
             client.get("/api/v1/grids/locate", params={"lon": lon, "lat": lat}, headers=headers).status_code
             == 422
         )
+
+
+def _as_coordinate(value: Any) -> float | None:
+    """What a lenient reader may take as a number: finite floats and numeric strings, never booleans."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
