@@ -114,7 +114,33 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(
         f"  single point locate   p50 {p50:.1f} µs, p99 {p99:.1f} µs  (target p99 <= {TARGET_P99_US:.0f} µs)"
     )
-    return {"ratio": ratio, "p50_us": p50, "p99_us": p99, "build_s": build_s, "agreement": agree}
+    return {
+        "ratio": ratio, "p50_us": p50, "p99_us": p99, "build_s": build_s, "agreement": agree,
+        "ours_rate": ours_rate, "sjoin_rate": sjoin_rate, "grids": len(index), "points": args.points,
+    }  # fmt: skip
+
+
+def run(quick: bool = False) -> list:  # type: ignore[type-arg]
+    """For the suite (bench/__main__.py): the numbers above as figures; --quick on a few counties."""
+    from bench.common import Figure
+    from bench.startup import grid_file
+
+    path = grid_file(quick)
+    got = main(
+        [str(path), "--points", "100000" if quick else "1000000", "--single", "10000" if quick else "100000"]
+    )
+    where = f"{got['grids']:,} grids" + (" (quick: a few counties)" if quick else "")
+    return [
+        Figure(
+            f"geofence: points/s ({where})", got["ours_rate"], "points/s", "geopandas.sjoin",
+            got["sjoin_rate"], f"≥ {TARGET_RATIO:g}× baseline", got["ratio"] >= TARGET_RATIO,
+            f"{got['points']:,} random points; agreement with sjoin {got['agreement']:.6f}",
+        ),
+        Figure(
+            "geofence: single point p99", got["p99_us"], "µs", "single point p50", got["p50_us"],
+            f"≤ {TARGET_P99_US:g} µs", got["p99_us"] <= TARGET_P99_US,
+        ),
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":
