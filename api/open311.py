@@ -33,7 +33,15 @@ from dispatch.open311_keys import holder_of
 from dispatch.service import to_domain
 from dispatch.views import STATE_ZH
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+_BOTH: dict[str, Any] = {"content": {"application/json": {}, "text/xml": {}}}
+# Documented for OpenAPI: every answer comes as JSON or XML after the resource's extension.
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_BOTH, "description": "the resource"},
+    400: {**_BOTH, "description": "errors: [{code, description}]"},
+    403: {**_BOTH, "description": "errors: [{code, description}]"},
+    404: {**_BOTH, "description": "errors: [{code, description}]"},
+}
+router = APIRouter(prefix="/open311/v2", tags=["open311"], responses=RESPONSES)
 FINAL = ("closed", "rejected", "merged")
 DISCOVERY_CHANGESET = "2026-11-29T00:00:00Z"  # when this interface last changed
 MAX_RECORDS = 1000
@@ -400,7 +408,7 @@ async def requests_list(fmt: str, request: Request) -> Response:
     return await guarded(fmt, work)
 
 
-@router.post("/requests.{fmt}")
+@router.post("/requests.{fmt}", status_code=201, responses={201: {**_BOTH, "description": "id and token"}})
 async def requests_create(fmt: str, request: Request) -> Response:
     async def work() -> Response:
         c = _container(request)
