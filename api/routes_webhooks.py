@@ -69,6 +69,10 @@ def _owned(container: ContainerDep, actor: Actor, subscription_id: int) -> m.Web
 async def subscribe(body: SubscriptionIn, container: ContainerDep, actor: CurrentActor) -> JSON:
     """Subscribe a URL; the answer holds the signing secret, shown only this once."""
     _admin(actor)
+    if not webhooks.host_allowed(str(body.url), container.settings.webhook_allowed_hosts):
+        raise Refusal(
+            422, "host_not_allowed", f"{body.url.host} is not in GRIDDISPATCH_WEBHOOK_ALLOWED_HOSTS"
+        )
     jurisdiction = body.jurisdiction or (actor.unit_code[:6] if actor.unit_code else None)
     if jurisdiction and not sees_jurisdiction(actor, jurisdiction):
         raise Refusal(403, "forbidden", f"{jurisdiction} is outside your jurisdiction")

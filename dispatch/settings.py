@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = 1.0  # safety net besides the after-commit wake-up
     webhook_concurrency: int = 16  # attempts in flight per process
     webhook_lease_seconds: float = 120.0  # a claimed delivery is retried elsewhere if its worker dies
+    # Egress allow-list for webhook URLs: comma-separated hosts, ".suffix" for a domain; empty = any host.
+    webhook_allowed_hosts: str = ""
     log_json: bool = True  # structured JSON logs (dispatch/logs.py) from `griddispatch serve`
 
     @property

@@ -74,6 +74,15 @@ def verify(
 # ---------------------------------------------------------------- subscriptions
 
 
+def host_allowed(url: str, allowed: str) -> bool:
+    """`allowed`: comma-separated hosts, or `.example.gov.cn` for a domain and its subdomains; empty = any."""
+    rules = [r.strip().lower() for r in allowed.split(",") if r.strip()]
+    if not rules:
+        return True
+    host = (httpx.URL(url).host or "").lower()
+    return any(host == r or (r.startswith(".") and (host.endswith(r) or host == r[1:])) for r in rules)
+
+
 def matches(sub: m.WebhookSubscription, event_type: str, county: str, jurisdiction: list[str]) -> bool:
     if sub.event_types and not any(
         event_type == t or (t.endswith(".*") and event_type.startswith(t[:-1])) for t in sub.event_types
@@ -429,6 +438,7 @@ class WorkerSettings:
     poll_seconds: float = 1.0
     concurrency: int = 16
     lease_seconds: float = 120.0
+    allowed_hosts: str = ""
 
     @classmethod
     def from_settings(cls, settings: Any) -> WorkerSettings:
@@ -440,6 +450,7 @@ class WorkerSettings:
             poll_seconds=settings.webhook_poll_seconds,
             concurrency=settings.webhook_concurrency,
             lease_seconds=settings.webhook_lease_seconds,
+            allowed_hosts=settings.webhook_allowed_hosts,
         )
 
 
@@ -521,8 +532,11 @@ class WebhookWorker:
             }
             started = time.perf_counter()
             try:
-                response = await self._http.post(job.url, content=job.body, headers=headers)
-                result = Result(response.status_code, None, _ms(started), request_id)
+                if not host_allowed(job.url, self.settings.allowed_hosts):  # the allow-list changed since
+                    result = Result(None, "host not in the webhook allow-list", 0.0, request_id)
+                else:
+                    response = await self._http.post(job.url, content=job.body, headers=headers)
+                    result = Result(response.status_code, None, _ms(started), request_id)
             except httpx.HTTPError as e:
                 result = Result(None, f"{type(e).__name__}: {e}"[:500], _ms(started), request_id)
             self.attempts += 1

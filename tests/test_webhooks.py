@@ -35,7 +35,11 @@ def eventually(check: Callable[[], Any], what: str, limit: float = 60) -> Any:
 @pytest.fixture
 def server(data_dir: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(
-        data_dir, webhook_backoff_seconds=0.05, webhook_poll_seconds=0.1, webhook_max_attempts=5
+        data_dir,
+        webhook_backoff_seconds=0.05,
+        webhook_poll_seconds=0.1,
+        webhook_max_attempts=5,
+        webhook_allowed_hosts="127.0.0.1",  # tests only ever talk to loopback
     ).start()
     yield proc
     proc.stop()
@@ -123,6 +127,10 @@ def test_webhooks_are_admin_only_and_scoped(server: ServerProcess) -> None:
     assert other.status_code == 403
     bad = api.http.post("/webhooks", json={"url": "not a url"}, headers=api.headers("admin"))
     assert bad.status_code == 422
+    outside = api.http.post(
+        "/webhooks", json={"url": "https://example.org/hook"}, headers=api.headers("admin")
+    )
+    assert outside.status_code == 422 and outside.json()["code"] == "host_not_allowed"
     made = api.http.post("/webhooks", json=body, headers=api.headers("admin")).json()
     listed = api.get("admin", "/webhooks").json()
     assert [s["id"] for s in listed] == [made["id"]] and "secret" not in listed[0]

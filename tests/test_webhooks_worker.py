@@ -145,3 +145,13 @@ def test_a_slow_receiver_never_holds_up_dispatch(container: Container, demo: Dem
             eventually(all_delivered, "every delivery once the receiver answers")
     finally:
         receiver.close()
+
+
+def test_the_egress_allow_list() -> None:
+    allowed = "127.0.0.1, .gov.example"
+    assert wh.host_allowed("http://127.0.0.1:8080/hook", allowed)
+    assert wh.host_allowed("https://sms.gov.example/hook", allowed)
+    assert wh.host_allowed("https://gov.example/hook", allowed)
+    assert not wh.host_allowed("https://evilgov.example/hook", allowed)
+    assert not wh.host_allowed("http://10.0.0.5/hook", allowed)
+    assert wh.host_allowed("http://anything.example/hook", "")  # empty: any host
