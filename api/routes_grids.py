@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import orjson
 import shapely
-from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -64,6 +64,11 @@ _past = _PastTrees()
 def _require_admin(actor: Actor) -> None:
     if actor.role != "admin":
         raise Refusal(403, "forbidden", "only an admin may import or activate grid boundaries")
+
+
+def _admin_first(actor: CurrentActor) -> None:
+    """As a dependency it runs before the upload is parsed: a non-admin hears 403, not a form error."""
+    _require_admin(actor)
 
 
 @router.get("/grids/locate")
@@ -125,7 +130,7 @@ def _feature_collection(rows: list[generations.UnitRow], simplify_m: float, gene
 @router.get("/grids", responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}})
 async def grids_geojson(
     container: ContainerDep,
-    _actor: CurrentActor,
+    actor: CurrentActor,
     level: Annotated[str | None, Query(pattern="^(county|township|community|grid)$")] = None,
     parent: Annotated[str | None, Query(pattern=CODE)] = None,
     under: Annotated[str | None, Query(pattern=CODE, description="this unit and all below it")] = None,
@@ -136,8 +141,13 @@ async def grids_geojson(
     if generation is not None and not generations.exists(container.db, generation):
         raise Refusal(404, "unknown_generation", f"no grid generation {generation}")
 
+    # A user sees the map of their own county (neighbouring grids included), never another county's.
+    home = (actor.unit_code or actor.department or "")[:6]
+
     def build() -> bytes:
         rows = generations.unit_rows(container.db, gen, level=level, parent=parent, under=under)
+        if home:
+            rows = [r for r in rows if r[0].startswith(home)]
         return _feature_collection(rows, simplify, gen)
 
     return Response(await run_in_threadpool(build), media_type="application/geo+json")
@@ -182,7 +192,7 @@ async def activate(generation: GenerationId, container: ContainerDep, actor: Cur
     return JSON({"active": tree.generation, "grids": len(tree.index)})
 
 
-@router.post("/grids/import")
+@router.post("/grids/import", dependencies=[Depends(_admin_first)])
 async def import_boundaries(
     container: ContainerDep,
     actor: CurrentActor,
