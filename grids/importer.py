@@ -78,6 +78,8 @@ def read_frame(path: Path, crs: str | None = None) -> gpd.GeoDataFrame:
         pyogrio.errors.DataLayerError,
         zipfile.BadZipFile,
         OSError,
+        shapely.errors.GEOSException,  # e.g. a ring of two points: not a polygon at all
+        ValueError,
     ) as exc:
         raise BoundaryFileError("unreadable_file", f"{path.name} cannot be read: {exc}") from None
     missing = [p for p in REQUIRED if p not in frame.columns]

@@ -202,3 +202,42 @@ def _as_coordinate(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+finite_or_not = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([180.0, -180.0, 179.9999, -179.9999, 1e300, -1e300, 0.0]),
+)
+ring = st.lists(st.tuples(finite_or_not, finite_or_not), min_size=0, max_size=6)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rings=st.lists(ring, min_size=1, max_size=3), code=st.sampled_from(["360102", "36010200", "", "x"]))
+def test_hostile_boundary_files_are_refused_never_a_server_error(
+    client: TestClient, container: Container, rings: list[list[tuple[float, float]]], code: str
+) -> None:
+    """Degenerate, non-finite, huge and antimeridian-crossing polygons: a 4xx (or a dry-run report), never a
+    5xx, and no generation is stored."""
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"code": code, "name": "测试", "level": "county", "parent": ""},
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[list(p) for p in r] + ([list(r[0])] if r else [])],
+            },
+        }
+        for r in rings
+    ]
+    raw = json.dumps({"type": "FeatureCollection", "features": features}, allow_nan=True).encode()
+    before = count(container, m.GridGeneration.__table__)
+    r = client.post(
+        "/api/v1/grids/import",
+        files={"file": ("bad.geojson", raw, "application/geo+json")},
+        data={"dry_run": "false"},
+        headers=login(client, "admin"),
+    )
+    assert r.status_code < 500, r.text
+    assert r.status_code in (200, 201, 400, 413, 422)
+    if r.status_code != 201:
+        assert count(container, m.GridGeneration.__table__) == before
