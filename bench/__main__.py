@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import math
 import os
 import time
 import traceback
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -66,11 +68,31 @@ def table(figures: list[Figure], title: str) -> Table:
     return t
 
 
+def markdown(figures: list[dict[str, object]]) -> str:
+    """The table of a results file as Markdown (for the README)."""
+    lines = [
+        "| figure | value | unit | baseline | baseline value | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        ratio = f"{f['ratio']:.2f}×" if f["ratio"] is not None else ""
+        met = "" if f["met"] is None else ("yes" if f["met"] else "**no**")
+        lines.append(
+            f"| {f['name']} | {_num(f['value'])} | {f['unit']} | {f['baseline_name']} | "  # type: ignore[arg-type]
+            f"{_num(f['baseline'])} | {ratio} | {f['target']} | {met} |"  # type: ignore[arg-type]
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, under 2 minutes (CI)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SUITE)}")
+    parser.add_argument("--markdown", type=Path, help="print a results file as a Markdown table and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
+        return 0
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     unknown = set(only or ()) - set(SUITE)
     if unknown:
