@@ -29,6 +29,8 @@ class ServerProcess:
             **os.environ,
             "GRIDDISPATCH_DATA_DIR": str(data_dir),
             "GRIDDISPATCH_PORT": str(self.port),
+            # Test servers deliver webhooks to loopback only, whatever URL a test (or schemathesis) registers.
+            "GRIDDISPATCH_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1,localhost",
             **{f"GRIDDISPATCH_{k.upper()}": str(v) for k, v in settings.items()},
         }
         self.proc: subprocess.Popen[bytes] | None = None
