@@ -211,7 +211,7 @@ finite_or_not = st.one_of(
 ring = st.lists(st.tuples(finite_or_not, finite_or_not), min_size=0, max_size=6)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rings=st.lists(ring, min_size=1, max_size=3), code=st.sampled_from(["360102", "36010200", "", "x"]))
 def test_hostile_boundary_files_are_refused_never_a_server_error(
     client: TestClient, container: Container, rings: list[list[tuple[float, float]]], code: str

@@ -350,8 +350,12 @@ def test_idempotency_key_returns_the_first_result(container: Container, demo: De
 
 
 def test_tampering_with_the_escalation_log_is_detected(
-    container: Container, demo: Demo, clock: FakeClock
+    container: Container, demo: Demo, clock: FakeClock, data_dir: Any
 ) -> None:
+    import os
+    import subprocess
+    import sys
+
     c = container
     for _ in range(3):
         c.service.submit_report(demo.report(), demo.actor("dispatcher"))
@@ -361,6 +365,12 @@ def test_tampering_with_the_escalation_log_is_detected(
         s.execute(text("UPDATE escalation_log SET reason = 'manual' WHERE id = 2"))
     check = verify_escalation_log(c.db)
     assert (check.ok, check.first_broken_id) == (False, 2)
+    # …and the supervisor's command says so, naming the entry.
+    env = {**os.environ, "GRIDDISPATCH_DATA_DIR": str(data_dir)}
+    cli = subprocess.run(
+        [sys.executable, "-m", "dispatch.cli", "log", "verify"], env=env, capture_output=True, text=True
+    )
+    assert cli.returncode == 1 and "escalation log broken at entry 2" in cli.stdout
 
 
 def test_timer_deadlines_survive_a_restart(
