@@ -193,7 +193,7 @@ def run(quick: bool = False) -> list[Figure]:
     reason = server.unreachable()
     if reason:
         raise RuntimeError(f"PostgreSQL is not reachable: {reason}")
-    big_n, small_n, rounds = (20_000, 10_000, 3) if quick else (1_000_000, 10_000, 8)
+    big_n, small_n, rounds = (20_000, 10_000, 2) if quick else (1_000_000, 10_000, 8)
     small = _database(server, small_n)
     big = _database(server, big_n)
     s_escal, s_stats, _ = _measure(small, rounds)

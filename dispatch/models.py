@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -72,7 +72,18 @@ class User(SQLModel, table=True):
 
 class Incident(SQLModel, table=True):
     # Duplicate candidates are looked up per report: same category, newest first (dispatch/duplicates.py).
-    __table_args__ = (Index("ix_incident_category_created", "category", "created_at"),)
+    __table_args__ = (
+        Index("ix_incident_category_created", "category", "created_at"),
+        # Supervisor KPIs (dispatch/stats.py): a period's reports and closures, and the open cases.
+        Index("ix_incident_county_created", "county", "created_at"),
+        Index("ix_incident_county_closed", "county", "closed_at"),
+        Index(
+            "ix_incident_county_open",
+            "county",
+            postgresql_where=text("state NOT IN ('closed', 'merged', 'rejected')"),
+            sqlite_where=text("state NOT IN ('closed', 'merged', 'rejected')"),
+        ),
+    )
     id: str = Field(primary_key=True)
     county: str = Field(index=True)
     workflow: str
@@ -141,7 +152,18 @@ class EscalationEntry(SQLModel, table=True):
     """The 升级日志. Append-only and hash-chained: each row holds the previous row's hash."""
 
     __tablename__ = "escalation_log"
-    __table_args__ = (Index("ix_escalation_log_at", "at"),)
+    __table_args__ = (
+        Index("ix_escalation_log_at", "at"),
+        # The supervisor's log page (dispatch/queries.py escalations): a county in id order, and a county's
+        # time range read from the index alone (it carries what the filters test).
+        Index("ix_escalation_log_county_id", "county", "id"),
+        Index(
+            "ix_escalation_log_county_at",
+            "county",
+            "at",
+            postgresql_include=["id", "reason", "to_tier", "from_unit", "to_unit"],
+        ),
+    )
     id: int | None = Field(default=None, primary_key=True)
     incident_id: str = Field(index=True)
     seq: int

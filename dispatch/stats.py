@@ -18,17 +18,20 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import fmean
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+import orjson
+from sqlalchemy import String, and_, case, cast, func, or_, select, text
 
 from dispatch import models as m
 from dispatch.clock import utc
+from dispatch.codec import deadline_from_json
 from dispatch.db import Database
 from dispatch.domain import Actor
 from dispatch.engine import light
-from dispatch.queries import _scope
+from dispatch.queries import _scope, log_scope
 from dispatch.service import to_domain
 from grids.directory import JurisdictionTree
 
@@ -106,84 +109,170 @@ def _minutes(values: list[float]) -> float | None:
     return round(fmean(values) / 60, 1) if values else None
 
 
+def _cases(stmt: Any, actor: Actor, jurisdiction: str | None) -> Any:
+    """The cases `_rows` selects, as conditions on a statement over `incident`."""
+    stmt = _scope(stmt, actor)
+    if jurisdiction:
+        stmt = (
+            stmt.where(m.Incident.county == jurisdiction)
+            if len(jurisdiction) == 6
+            else stmt.where(m.Incident.grid_code.startswith(jurisdiction))
+        )
+    return stmt
+
+
+def _entries(stmt: Any, actor: Actor, jurisdiction: str | None) -> Any:
+    """The log entries of those cases (an entry's county is its case's county)."""
+    if jurisdiction is None:
+        return log_scope(stmt, actor)
+    if len(jurisdiction) == 6:
+        return log_scope(stmt, actor).where(m.EscalationEntry.county == jurisdiction)
+    return stmt.where(m.EscalationEntry.incident_id.in_(_cases(select(m.Incident.id), actor, jurisdiction)))
+
+
+def _between(column: Any, period: Period) -> Any:
+    return and_(column >= period.since, column < period.until)
+
+
+def _per_day(column: Any, days: list[Period]) -> list[Any]:
+    return [func.coalesce(func.sum(case((_between(column, d), 1), else_=0)), 0) for d in days]
+
+
+# Spelled out (not bound) so PostgreSQL matches it with the partial index of open cases.
+_OPEN = text("incident.state NOT IN (" + ", ".join(f"'{s}'" for s in sorted(FINAL)) + ")")
+
+
 def compute_stats(
     db: Database, actor: Actor, now: datetime, jurisdiction: str | None = None, period: Period | None = None
 ) -> dict[str, Any]:
+    """The KPIs above, counted by the database: only the open cases, the period's closures and first accepts
+    come back as rows, so the cost follows the period and the open cases, not the history."""
     period = period or local_day(now)
     today = local_day(now)
-    sel = _rows(db, actor, jurisdiction)
-    incidents, log = sel.incidents, sel.log
-    log_by_case: dict[str, list[m.EscalationEntry]] = defaultdict(list)
-    for e in log:
-        log_by_case[e.incident_id].append(e)
+    days = [local_day(now, back) for back in range(6, -1, -1)]
+    window = Period(min(days[0].since, today.since), max(days[-1].until, today.until))
+    i, e, t = m.Incident, m.EscalationEntry, m.TimelineEntry
 
-    open_cases = [r for r in incidents if r.state not in FINAL]
-    lights = Counter(light(to_domain(r), now) for r in open_cases)
-    reported = [r for r in incidents if period.holds(r.created_at)]
-    closed = [r for r in incidents if r.state == "closed" and period.holds(r.closed_at)]
-    on_time = [r for r in closed if not any(e.reason in TIMEOUTS for e in log_by_case[r.id])]
-    rated = [r.rating for r in closed if r.rating is not None]
+    def cases(stmt: Any) -> Any:
+        return _cases(stmt, actor, jurisdiction)
 
+    first_accept = (
+        select(t.at)
+        .where(t.incident_id == i.id, t.action.in_(("accept", "dept_accept")))
+        .order_by(t.id)
+        .limit(1)
+        .correlate(i)
+        .scalar_subquery()
+    )
+    in_period = _between(i.created_at, period)
+    closed_in_period = and_(i.state == "closed", _between(i.closed_at, period))
+    climbs = and_(e.reason.in_(CLIMBS), or_(e.from_tier.is_(None), e.to_tier != e.from_tier))
+    with db.read() as s:
+        # As text, decoded below with orjson: several times faster than the JSON type's decoder.
+        open_rows = s.execute(
+            cases(select(i.state, i.tier, cast(i.overdue, String), cast(i.deadlines, String))).where(_OPEN)
+        ).all()
+        reported = s.execute(
+            cases(select(i.id, i.tier, i.category, i.created_at, first_accept.label("accepted_at"))).where(
+                in_period
+            )
+        ).all()
+        closures = s.execute(
+            cases(select(i.id, i.created_at, i.closed_at, i.rework_count, i.rating)).where(closed_in_period)
+        ).all()
+        # The log entries of the period's reported and closed cases, read once (by case: an index lookup each).
+        involved = cases(select(i.id)).where(or_(in_period, closed_in_period))
+        entries = s.execute(
+            select(e.incident_id, e.reason, e.from_tier, e.to_tier).where(e.incident_id.in_(involved))
+        ).all()
+        created_by_day = s.execute(
+            cases(select(*_per_day(i.created_at, [*days, today]))).where(_between(i.created_at, window))
+        ).one()
+        closed_by_day = s.execute(
+            cases(select(*_per_day(i.closed_at, [*days, today]))).where(
+                i.state == "closed", _between(i.closed_at, window)
+            )
+        ).one()
+        climbs_by_day = s.execute(
+            _entries(select(*_per_day(e.at, [*days, today])), actor, jurisdiction).where(
+                _between(e.at, window), climbs
+            )
+        ).one()
+        log_today = s.execute(
+            _entries(select(func.count()), actor, jurisdiction).where(_between(e.at, today))
+        ).scalar_one()
+
+    log_by_case: dict[str, list[Any]] = defaultdict(list)
+    for entry in entries:
+        log_by_case[entry.incident_id].append(entry)
+    timed_out = {c.id for c in closures if any(x.reason in TIMEOUTS for x in log_by_case[c.id])}
     reached: Counter[str] = Counter()
     climbed: Counter[str] = Counter()
     for r in reported:
-        entries = log_by_case[r.id]
-        tiers = {r.tier} | {e.to_tier for e in entries} | {e.from_tier for e in entries if e.from_tier}
-        reached.update(tiers)
-        climbed.update({e.from_tier for e in entries if e.from_tier and _climbs(e)})
-
-    daily = []
-    for back in range(6, -1, -1):
-        day = local_day(now, back)
-        daily.append(
-            {
-                "date": day.since.astimezone(LOCAL_TZ).date().isoformat(),
-                "reports": sum(day.holds(r.created_at) for r in incidents),
-                "closed": sum(r.state == "closed" and day.holds(r.closed_at) for r in incidents),
-                "escalations": sum(day.holds(e.at) for e in log if _climbs(e)),
-            }
+        mine = log_by_case[r.id]
+        reached.update({r.tier} | {x.to_tier for x in mine} | {x.from_tier for x in mine if x.from_tier})
+        climbed.update({x.from_tier for x in mine if x.from_tier and _climbs(x)})
+    lights: Counter[str] = Counter()
+    for _state, _tier, overdue, deadlines in open_rows:
+        shape = SimpleNamespace(
+            overdue=frozenset(orjson.loads(overdue)),
+            deadlines=tuple(deadline_from_json(d) for d in orjson.loads(deadlines)),
         )
-
+        lights[light(shape, now)] += 1  # type: ignore[arg-type]
+    on_time = [c for c in closures if c.id not in timed_out]
+    rated = [c.rating for c in closures if c.rating is not None]
     return {
         "jurisdiction": jurisdiction or (actor.unit_code[:6] if actor.unit_code else None),
         "now": now.isoformat(),
         "period": {"since": period.since.isoformat(), "until": period.until.isoformat()},
         "today": {
-            "reports": sum(today.holds(r.created_at) for r in incidents),
-            "escalations": sum(today.holds(e.at) for e in log if _climbs(e)),
-            "log_entries": sum(today.holds(e.at) for e in log),
-            "closed": sum(r.state == "closed" and today.holds(r.closed_at) for r in incidents),
+            "reports": int(created_by_day[-1]),
+            "escalations": int(climbs_by_day[-1]),
+            "log_entries": int(log_today),
+            "closed": int(closed_by_day[-1]),
         },
         "open": {
-            "total": len(open_cases),
-            "by_state": dict(Counter(r.state for r in open_cases)),
-            "by_tier": dict(Counter(r.tier for r in open_cases)),
+            "total": len(open_rows),
+            "by_state": dict(Counter(r.state for r in open_rows)),
+            "by_tier": dict(Counter(r.tier for r in open_rows)),
             "by_light": {k: lights.get(k, 0) for k in ("green", "yellow", "red")},
         },
         "period_kpis": {
             "reports": len(reported),
-            "closed": len(closed),
+            "closed": len(closures),
             "closed_on_time": len(on_time),
-            "on_time_rate": _rate(len(on_time), len(closed)),
-            "rework_rate": _rate(sum(r.rework_count > 0 for r in closed), len(closed)),
+            "on_time_rate": _rate(len(on_time), len(closures)),
+            "rework_rate": _rate(sum(c.rework_count > 0 for c in closures), len(closures)),
             "satisfaction_rate": _rate(sum(x >= 4 for x in rated), len(rated)),
             "mean_accept_minutes": _minutes(
                 [
-                    (sel.first_accept[r.id] - utc(r.created_at)).total_seconds()
+                    (utc(r.accepted_at) - utc(r.created_at)).total_seconds()
                     for r in reported
-                    if r.id in sel.first_accept
+                    if r.accepted_at is not None
                 ]
             ),
             "mean_resolve_minutes": _minutes(
-                [(utc(r.closed_at) - utc(r.created_at)).total_seconds() for r in closed]
+                [(utc(c.closed_at) - utc(c.created_at)).total_seconds() for c in closures]
             ),
             "escalation_by_tier": {
-                t: {"reached": reached[t], "escalated": climbed[t], "rate": _rate(climbed[t], reached[t])}
-                for t in TIERS
+                tier: {
+                    "reached": reached[tier],
+                    "escalated": climbed[tier],
+                    "rate": _rate(climbed[tier], reached[tier]),
+                }
+                for tier in TIERS
             },
             "by_category": dict(Counter(r.category for r in reported)),
         },
-        "daily": daily,
+        "daily": [
+            {
+                "date": day.since.astimezone(LOCAL_TZ).date().isoformat(),
+                "reports": int(created_by_day[n]),
+                "closed": int(closed_by_day[n]),
+                "escalations": int(climbs_by_day[n]),
+            }
+            for n, day in enumerate(days)
+        ],
     }
 
 
