@@ -109,10 +109,11 @@ def open_batch(
             )
         opened.append(_Opened(i, job, outcome))
 
-    s.execute(
-        insert(m.Incident.__table__),
-        [{**row_values(o.outcome.incident, now), **service._report_fields(o.job.report)} for o in opened],
-    )
+    if opened:  # an empty parameter list would make SQLAlchemy insert one row of defaults
+        s.execute(
+            insert(m.Incident.__table__),
+            [{**row_values(o.outcome.incident, now), **service._report_fields(o.job.report)} for o in opened],
+        )
     deadline_rows = [
         {"incident_id": o.outcome.incident.id, "clock": c, "due_at": due, "status": "pending"}
         for o in opened
