@@ -24,7 +24,7 @@ from dispatch.domain import Outcome
 from dispatch.duplicates import find_duplicates
 from dispatch.ledger import GENESIS
 from dispatch.views import incident_summary, incident_view
-from grids.directory import JurisdictionTree
+from grids.directory import JurisdictionTree, Routing
 
 if TYPE_CHECKING:
     from dispatch.service import DispatchService, _ReportJob
@@ -35,6 +35,18 @@ class _Opened:
     index: int
     job: _ReportJob
     outcome: Outcome
+
+
+def flag_near_boundary(outcome: Outcome, routing: Routing) -> Outcome:
+    """A report just outside every grid was snapped to the nearest one: the case and its events say so."""
+    if not routing.near_boundary:
+        return outcome
+    where = {"near_boundary": True, "distance_m": round(routing.distance_m, 1)}
+    return replace(
+        outcome,
+        incident=outcome.incident.evolve(near_boundary=True),
+        events=tuple(replace(e, data={**e.data, **where}) for e in outcome.events),
+    )
 
 
 def open_batch(
@@ -100,13 +112,7 @@ def open_batch(
             job.actor,
             service.context(definition, county, now),
         )
-        if routing.near_boundary:
-            where = {"near_boundary": True, "distance_m": round(routing.distance_m, 1)}
-            outcome = replace(
-                outcome,
-                incident=outcome.incident.evolve(near_boundary=True),
-                events=tuple(replace(e, data={**e.data, **where}) for e in outcome.events),
-            )
+        outcome = flag_near_boundary(outcome, routing)
         opened.append(_Opened(i, job, outcome))
 
     if opened:  # an empty parameter list would make SQLAlchemy insert one row of defaults

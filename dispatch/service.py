@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,7 +38,7 @@ from dispatch.domain import (
     Refusal,
 )
 from dispatch.duplicates import find_duplicates
-from dispatch.intake import open_batch
+from dispatch.intake import flag_near_boundary, open_batch
 from dispatch.ledger import GENESIS, entry_hash
 from dispatch.views import incident_summary, incident_view
 from grids.directory import JurisdictionTree
@@ -199,13 +199,7 @@ class DispatchService:
             actor,
             self.context(definition, county, now),
         )
-        if routing.near_boundary:
-            where = {"near_boundary": True, "distance_m": round(routing.distance_m, 1)}
-            outcome = replace(
-                outcome,
-                incident=outcome.incident.evolve(near_boundary=True),
-                events=tuple(replace(e, data={**e.data, **where}) for e in outcome.events),
-            )
+        outcome = flag_near_boundary(outcome, routing)
         committed = self._persist(s, None, outcome, now, report)
         view = incident_view(outcome.incident, self._report_fields(report), tree, now, actor)
         window = timedelta(hours=self.duplicate_window_hours)
