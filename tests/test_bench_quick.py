@@ -31,7 +31,7 @@ def test_quick_suite_writes_every_figure_with_numbers() -> None:
     if pg.Server.from_env().unreachable():
         pytest.skip("the queries benchmark needs PostgreSQL")
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=400
+        [sys.executable, "-m", "bench", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads((ROOT / "bench" / "results" / "latest.json").read_text(encoding="utf-8"))
