@@ -27,6 +27,7 @@ from dispatch.db import EVENTS_CHANNEL, Database
 from dispatch.queries import events_after, latest_seq
 
 log = logging.getLogger(__name__)
+STOP_SECONDS = 3.0
 
 EventFilter = Callable[[dict[str, Any]], bool]
 
@@ -77,11 +78,12 @@ class EventHub:
             self._listener = asyncio.create_task(self._listen(), name="event-hub-listen")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._task):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._listener, self._task) if t]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # Bounded: a LISTEN connection being torn down can sit on its lock; shutdown must not hang on it.
+            await asyncio.wait(tasks, timeout=STOP_SECONDS)
 
     async def _listen(self) -> None:
         """Wake up on every other process's commit (PostgreSQL LISTEN); reconnect when the link breaks."""

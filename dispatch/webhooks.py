@@ -480,9 +480,8 @@ class WebhookWorker:
         tasks = [t for t in (self._task, *self._inflight) if t]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:  # bounded: a delivery stuck in a slow receiver must not hold up shutdown
+            await asyncio.wait(tasks, timeout=3.0)
         if self._http is not None:
             await self._http.aclose()
 
